@@ -1,0 +1,40 @@
+# mound: see README.md.
+GO ?= go
+BIN := bin
+LISTEN ?= 127.0.0.1:8980
+HTTP ?= 127.0.0.1:8981
+DATA ?= .mound
+
+.PHONY: build run test test-deps bench fuzz clean
+
+build:
+	$(GO) build -o $(BIN)/ ./cmd/...
+
+# Starts the server on an embedded default store in ./.mound and prints how
+# to point Bazel at it.
+run: build
+	$(BIN)/mound --listen $(LISTEN) --http $(HTTP) --data $(DATA)
+
+# Installs what the tests need when missing (Bazel, fuse3), then runs every
+# test, including the conformance suite against a real mound and a real
+# Bazel build.
+test: test-deps build
+	$(GO) vet ./...
+	$(GO) test -count=1 -timeout 20m ./...
+
+test-deps:
+	bash scripts/install-test-deps.sh
+
+# Measures mound against a floor gRPC server of the benchmark's own; see
+# BENCHMARKS.md.
+bench: build
+	bash scripts/bench.sh
+
+# Runs each fuzz target for a while (the seed corpus runs in make test).
+FUZZTIME ?= 30s
+fuzz:
+	$(GO) test ./cas/digest -run '^$$' -fuzz FuzzParse -fuzztime $(FUZZTIME)
+	$(GO) test ./cas/resource -run '^$$' -fuzz FuzzParse -fuzztime $(FUZZTIME)
+
+clean:
+	rm -rf $(BIN)

@@ -1,0 +1,311 @@
+package badgerstore
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"syscall"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+
+	"github.com/mound-build/mound/cas"
+	"github.com/mound-build/mound/cas/digest"
+)
+
+// copyBuffer is the size of the buffer between an upload and its file: big
+// enough that hashing and writing work on large runs of bytes.
+const copyBuffer = 1 << 20
+
+// Put implements cas.BlobPutter.
+func (s *Store) Put(ctx context.Context, d digest.Digest, r io.Reader) error {
+	return s.put(ctx, d, r, false)
+}
+
+// PutZstd implements cas.ZstdPutter: the blob is kept in the compressed form
+// the client sent, so compressed reads serve it without compressing again.
+func (s *Store) PutZstd(ctx context.Context, d digest.Digest, zr io.Reader) error {
+	return s.put(ctx, d, zr, true)
+}
+
+func (s *Store) put(ctx context.Context, d digest.Digest, r io.Reader, compressed bool) error {
+	if d.IsEmpty() {
+		// Always present; still refuse content that is not empty.
+		_, err := s.receive(io.Discard, d, r, compressed)
+		return err
+	}
+	done, err := s.acquire(ctx, d.Hash)
+	if err != nil {
+		return err
+	}
+	defer done()
+	if s.index.lookup(d) != nil {
+		return nil
+	}
+	if err := s.makeRoom(d.Size); err != nil {
+		return err
+	}
+	defer s.index.release(d.Size)
+	var e *entry
+	if d.Size <= s.opts.InlineLimit {
+		e, err = s.putInline(d, r, compressed)
+	} else {
+		e, err = s.putFile(d, r, compressed)
+	}
+	if err != nil {
+		return storeError(d, err)
+	}
+	s.index.add(e)
+	return nil
+}
+
+// acquire makes the caller the only writer (or evicter) of h until it calls
+// done. Waiting writers find the blob present once the first has finished.
+func (s *Store) acquire(ctx context.Context, h digest.Hash) (done func(), err error) {
+	for {
+		done, err := s.puts.begin(ctx, h)
+		if err != nil || done != nil {
+			return done, err
+		}
+	}
+}
+
+// receive copies r (decompressing it when compressed) to dst through the
+// verifier and returns the number of bytes read from r.
+func (s *Store) receive(dst io.Writer, d digest.Digest, r io.Reader, compressed bool) (int64, error) {
+	v := digest.NewVerifier(d)
+	buf := make([]byte, min(copyBuffer, max(d.Size, 512)))
+	if !compressed {
+		n, err := io.CopyBuffer(io.MultiWriter(dst, v), r, buf)
+		if err != nil {
+			return n, err
+		}
+		return n, v.Check()
+	}
+	counted := &countingReader{r: r}
+	z, err := cas.ZstdDecompress(counted)
+	if err != nil {
+		return 0, err
+	}
+	defer z.Close()
+	if _, err := io.CopyBuffer(io.MultiWriter(dst, v), z, buf); err != nil {
+		return counted.n, err
+	}
+	return counted.n, v.Check()
+}
+
+type countingReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
+}
+
+// putInline stores a small blob inside Badger. Compressed uploads are kept
+// compressed when that saves at least a tenth.
+func (s *Store) putInline(d digest.Digest, r io.Reader, compressed bool) (*entry, error) {
+	var raw bytes.Buffer
+	raw.Grow(int(d.Size))
+	value := &raw
+	e := &entry{d: d, enc: inlineRaw, atime: time.Now().Unix()}
+	if compressed {
+		// Keep a copy of the compressed bytes as they pass. A zstd stream
+		// of n bytes never needs more than about n + n/128 + a frame
+		// header; anything longer is not a sane upload.
+		var comp bytes.Buffer
+		limit := d.Size + d.Size/64 + 64<<10
+		lr := &io.LimitedReader{R: r, N: limit + 1}
+		if _, err := s.receive(&raw, d, io.TeeReader(lr, &comp), true); err != nil {
+			return nil, err
+		}
+		if lr.N <= 0 {
+			return nil, fmt.Errorf("%v: compressed stream longer than %d bytes: %w", d, limit, digest.ErrMismatch)
+		}
+		if int64(comp.Len()) < d.Size*9/10 {
+			value, e.enc = &comp, inlineZstd
+		}
+	} else if _, err := s.receive(&raw, d, r, false); err != nil {
+		return nil, err
+	}
+	e.stored = int64(value.Len())
+	err := s.db.Update(func(txn *badger.Txn) error {
+		if err := txn.Set(dataKey(d.Hash), value.Bytes()); err != nil {
+			return err
+		}
+		return txn.Set(metaKey(d.Hash), e.meta())
+	})
+	if err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+// putFile streams a large blob to a temporary file, verifies it, makes it
+// durable and moves it into place; only then is its metadata committed.
+func (s *Store) putFile(d digest.Digest, r io.Reader, compressed bool) (*entry, error) {
+	f, err := os.CreateTemp(s.tmp, "upload-*")
+	if err != nil {
+		return nil, err
+	}
+	tmp := f.Name()
+	defer func() {
+		if f != nil {
+			f.Close()
+		}
+		os.Remove(tmp) // a no-op once renamed
+	}()
+	e := &entry{d: d, enc: fileRaw, atime: time.Now().Unix()}
+	w := bufio.NewWriterSize(f, copyBuffer)
+	if compressed {
+		e.enc = fileZstd
+		cw := &countingWriter{w: w}
+		if _, err := s.receive(io.Discard, d, io.TeeReader(r, cw), true); err != nil {
+			return nil, err
+		}
+		e.stored = cw.n
+	} else {
+		if e.stored, err = s.receive(w, d, r, false); err != nil {
+			return nil, err
+		}
+	}
+	if err := w.Flush(); err != nil {
+		return nil, err
+	}
+	if err := f.Sync(); err != nil {
+		return nil, err
+	}
+	if err := f.Close(); err != nil {
+		return nil, err
+	}
+	f = nil
+	final := s.blobPath(d.Hash, e.enc)
+	if err := os.MkdirAll(filepath.Dir(final), 0o700); err != nil {
+		return nil, err
+	}
+	if err := os.Rename(tmp, final); err != nil {
+		return nil, err
+	}
+	if err := syncDir(filepath.Dir(final)); err != nil {
+		return nil, err
+	}
+	if err := s.db.Update(func(txn *badger.Txn) error { return txn.Set(metaKey(d.Hash), e.meta()) }); err != nil {
+		os.Remove(final)
+		return nil, err
+	}
+	return e, nil
+}
+
+type countingWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
+}
+
+func syncDir(dir string) error {
+	f, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return f.Sync()
+}
+
+// PutBatch implements cas.BatchPutter: all small blobs of the batch are
+// committed in one Badger write, so the batch costs one fsync.
+func (s *Store) PutBatch(ctx context.Context, blobs []cas.Blob) []error {
+	errs := make([]error, len(blobs))
+	var todo []int // indexes of valid, non-empty, inline-sized blobs
+	for i, b := range blobs {
+		v := digest.NewVerifier(b.Digest)
+		v.Write(b.Data)
+		if errs[i] = v.Check(); errs[i] != nil || b.Digest.IsEmpty() {
+			continue
+		}
+		if b.Digest.Size > s.opts.InlineLimit {
+			errs[i] = s.Put(ctx, b.Digest, bytes.NewReader(b.Data))
+			continue
+		}
+		todo = append(todo, i)
+	}
+	// Acquire in hash order, so that two batches never wait on each other.
+	slices.SortFunc(todo, func(a, b int) int { return bytes.Compare(blobs[a].Digest.Hash[:], blobs[b].Digest.Hash[:]) })
+	var write []*entry
+	var data [][]byte
+	var total int64
+	for _, i := range todo {
+		d := blobs[i].Digest
+		if len(write) > 0 && write[len(write)-1].d == d {
+			continue // the same blob twice in one batch
+		}
+		done, err := s.acquire(ctx, d.Hash)
+		if err != nil {
+			errs[i] = err
+			continue
+		}
+		defer done()
+		if s.index.lookup(d) != nil {
+			continue
+		}
+		write = append(write, &entry{d: d, enc: inlineRaw, stored: d.Size, atime: time.Now().Unix()})
+		data = append(data, blobs[i].Data)
+		total += d.Size
+	}
+	fail := func(err error) []error {
+		for _, i := range todo {
+			if errs[i] == nil {
+				errs[i] = storeError(blobs[i].Digest, err)
+			}
+		}
+		return errs
+	}
+	if len(write) == 0 {
+		return errs
+	}
+	if err := s.makeRoom(total); err != nil {
+		return fail(err)
+	}
+	defer s.index.release(total)
+	wb := s.db.NewWriteBatch()
+	defer wb.Cancel()
+	for j, e := range write {
+		if err := wb.Set(dataKey(e.d.Hash), data[j]); err != nil {
+			return fail(err)
+		}
+		if err := wb.Set(metaKey(e.d.Hash), e.meta()); err != nil {
+			return fail(err)
+		}
+	}
+	if err := wb.Flush(); err != nil {
+		return fail(err)
+	}
+	for _, e := range write {
+		s.index.add(e)
+	}
+	return errs
+}
+
+// storeError names the blob and marks a full disk as cas.ErrFull.
+func storeError(d digest.Digest, err error) error {
+	if errors.Is(err, syscall.ENOSPC) {
+		return fmt.Errorf("store %v: %w: %w", d, cas.ErrFull, err)
+	}
+	if errors.Is(err, digest.ErrMismatch) || errors.Is(err, cas.ErrCorrupt) {
+		return err
+	}
+	return fmt.Errorf("store %v: %w", d, err)
+}

@@ -1,0 +1,201 @@
+package service
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	"github.com/mound-build/mound/cas"
+	"github.com/mound-build/mound/cas/digest"
+	"github.com/mound-build/mound/cas/resource"
+)
+
+// resumeWindow is how long an interrupted upload waits for its client to
+// come back with QueryWriteStatus and the rest of the bytes. Bazel retries
+// within seconds; a minute covers a restarted client's backoff too.
+const resumeWindow = time.Minute
+
+// errAbandoned ends a Put whose client never resumed.
+var errAbandoned = errors.New("upload abandoned by its client")
+
+// upload is a ByteStream write in progress. Its bytes flow through feed
+// into a Put running on its own goroutine, which outlives any one stream:
+// when a stream breaks, the Put waits and a later stream with the same
+// resource name continues where the first stopped, with nothing re-sent
+// and nothing copied twice.
+type upload struct {
+	name resource.Name
+	feed *feed
+	done chan struct{} // closed when the Put returned
+	err  error         // the Put's result; read after done
+
+	mu        sync.Mutex
+	committed int64       // next expected write_offset; guarded by mu
+	attached  bool        // a stream is sending; guarded by mu
+	expire    *time.Timer // abandons a detached upload; guarded by mu
+}
+
+// uploads tracks writes in progress by resource name.
+type uploads struct {
+	mu sync.Mutex
+	m  map[string]*upload // guarded by mu
+	wg sync.WaitGroup     // Put goroutines
+}
+
+// attach returns the upload for a stream whose first request names name at
+// offset, starting a Put when it is new.
+func (u *uploads) attach(ctx context.Context, key string, name resource.Name, offset int64, p cas.BlobPutter) (*upload, error) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if up, ok := u.m[key]; ok {
+		up.mu.Lock()
+		defer up.mu.Unlock()
+		if up.attached {
+			return nil, fmt.Errorf("%w: %s is being written by another stream", digest.ErrInvalid, key)
+		}
+		if offset != up.committed {
+			return nil, fmt.Errorf("%w: write_offset %d, but %d bytes of %s are committed (ask QueryWriteStatus)", digest.ErrInvalid, offset, up.committed, key)
+		}
+		up.attached = true
+		up.expire.Stop()
+		return up, nil
+	}
+	if offset != 0 {
+		return nil, fmt.Errorf("%w: write_offset %d for a new upload of %s; start at 0", digest.ErrInvalid, offset, key)
+	}
+	up := &upload{name: name, feed: newFeed(), done: make(chan struct{}), attached: true}
+	up.expire = time.AfterFunc(resumeWindow, func() { u.abandon(key, up) })
+	up.expire.Stop()
+	u.m[key] = up
+	u.wg.Add(1)
+	go func() {
+		defer u.wg.Done()
+		// The Put belongs to the upload, not to one stream's context.
+		ctx := context.WithoutCancel(ctx)
+		if zp, ok := p.(cas.ZstdPutter); ok && name.Compressor == resource.Zstd {
+			up.err = zp.PutZstd(ctx, name.Digest, up.feed)
+		} else if name.Compressor == resource.Zstd {
+			up.err = putDecompressed(ctx, p, name.Digest, up.feed)
+		} else {
+			up.err = p.Put(ctx, name.Digest, up.feed)
+		}
+		up.feed.stop()
+		close(up.done)
+	}()
+	return up, nil
+}
+
+func putDecompressed(ctx context.Context, p cas.BlobPutter, d digest.Digest, zr io.Reader) error {
+	z, err := cas.ZstdDecompress(zr)
+	if err != nil {
+		return err
+	}
+	defer z.Close()
+	return p.Put(ctx, d, z)
+}
+
+// detach is called when a stream ends without finishing: the upload waits
+// resumeWindow for another stream.
+func (u *uploads) detach(up *upload) {
+	up.mu.Lock()
+	up.attached = false
+	up.expire.Reset(resumeWindow)
+	up.mu.Unlock()
+}
+
+// finish removes a completed or failed upload.
+func (u *uploads) finish(key string, up *upload) {
+	up.mu.Lock()
+	up.expire.Stop()
+	up.mu.Unlock()
+	u.mu.Lock()
+	if u.m[key] == up {
+		delete(u.m, key)
+	}
+	u.mu.Unlock()
+}
+
+func (u *uploads) abandon(key string, up *upload) {
+	// Both locks, in attach's order, so that no stream can attach between
+	// the check and the removal.
+	u.mu.Lock()
+	up.mu.Lock()
+	if up.attached || u.m[key] != up {
+		up.mu.Unlock()
+		u.mu.Unlock()
+		return
+	}
+	delete(u.m, key)
+	up.mu.Unlock()
+	u.mu.Unlock()
+	up.feed.close(errAbandoned)
+}
+
+// committed reports the bytes received for key, if an upload is in progress.
+func (u *uploads) committed(key string) (int64, bool) {
+	u.mu.Lock()
+	up, ok := u.m[key]
+	u.mu.Unlock()
+	if !ok {
+		return 0, false
+	}
+	up.mu.Lock()
+	defer up.mu.Unlock()
+	return up.committed, true
+}
+
+// feed carries received chunks from streams to the Put reading them. The
+// small buffer lets the network side receive the next chunks while the Put
+// hashes and writes the current one.
+type feed struct {
+	ch       chan []byte
+	stopped  chan struct{} // closed when the reader will read no more
+	closeErr error         // what Read returns after ch is closed
+	cur      []byte
+	once     sync.Once
+}
+
+// feedDepth chunks in flight: with 1 MiB chunks, a few MiB per upload.
+const feedDepth = 4
+
+func newFeed() *feed { return &feed{ch: make(chan []byte, feedDepth), stopped: make(chan struct{})} }
+
+// Read implements io.Reader for the Put.
+func (f *feed) Read(p []byte) (int, error) {
+	for len(f.cur) == 0 {
+		b, ok := <-f.ch
+		if !ok {
+			return 0, f.closeErr
+		}
+		f.cur = b
+	}
+	n := copy(p, f.cur)
+	f.cur = f.cur[n:]
+	return n, nil
+}
+
+// write hands b to the Put; it fails if the Put has already returned.
+func (f *feed) write(ctx context.Context, b []byte) error {
+	select {
+	case f.ch <- b:
+		return nil
+	case <-f.stopped:
+		return errors.New("upload already ended")
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// close ends the data: the Put reads err (io.EOF for a finished upload).
+func (f *feed) close(err error) {
+	f.once.Do(func() {
+		f.closeErr = err
+		close(f.ch)
+	})
+}
+
+// stop tells writers the Put is no longer reading.
+func (f *feed) stop() { close(f.stopped) }

@@ -1,0 +1,83 @@
+// Command mound is the mound server: REAPI CAS, ByteStream, ActionCache and
+// Capabilities on one gRPC port, Prometheus metrics on an HTTP port, with its
+// data in a local directory.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/mound-build/mound/cas/badgerstore"
+	"github.com/mound-build/mound/server"
+)
+
+func main() {
+	listen := flag.String("listen", "127.0.0.1:8980", "gRPC address (REAPI)")
+	httpAddr := flag.String("http", "127.0.0.1:8981", "HTTP address (metrics); empty to disable")
+	data := flag.String("data", ".mound", "data directory")
+	maxSize := byteSize(0)
+	flag.Var(&maxSize, "max-size", "largest size of stored blobs, e.g. 10GiB (0: unbounded); least recently used blobs are evicted")
+	flag.Parse()
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	if err := run(log, *listen, *httpAddr, *data, int64(maxSize)); err != nil {
+		log.Error("mound failed", "err", err)
+		os.Exit(1)
+	}
+}
+
+func run(log *slog.Logger, listen, httpAddr, data string, maxSize int64) error {
+	store, err := badgerstore.Open(badgerstore.Options{Dir: data, MaxSize: maxSize, Logger: log})
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	srv, err := server.New(server.Options{Blobs: store, Actions: store, Logger: log})
+	if err != nil {
+		return err
+	}
+	lis, err := net.Listen("tcp", listen)
+	if err != nil {
+		return err
+	}
+	errc := make(chan error, 2)
+	go func() { errc <- srv.ServeGRPC(lis) }()
+	fmt.Printf("mound: serving REAPI on grpc://%s (data in %s)\n", lis.Addr(), data)
+	var hs *http.Server
+	if httpAddr != "" {
+		hl, err := net.Listen("tcp", httpAddr)
+		if err != nil {
+			return err
+		}
+		hs = &http.Server{Handler: srv.HTTPHandler(), ReadHeaderTimeout: 10 * time.Second}
+		go func() { errc <- hs.Serve(hl) }()
+		fmt.Printf("mound: metrics on http://%s/metrics\n", hl.Addr())
+	}
+	fmt.Printf("mound: use it from Bazel with --remote_cache=grpc://%s\n", lis.Addr())
+
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	select {
+	case s := <-sig:
+		log.Info("stopping", "signal", s.String())
+	case err := <-errc:
+		if err != nil && !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if hs != nil {
+		hs.Shutdown(ctx)
+	}
+	srv.Stop(ctx)
+	return nil
+}

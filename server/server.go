@@ -1,0 +1,122 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	repb "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	bspb "google.golang.org/genproto/googleapis/bytestream"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/keepalive"
+
+	"github.com/mound-build/mound/cas"
+	"github.com/mound-build/mound/cas/service"
+)
+
+// Options configure a Server. Blobs and Actions are required.
+type Options struct {
+	// Blobs is the CAS.
+	Blobs cas.BlobStore
+	// Actions is the action cache as stored; the server makes results
+	// whose blobs are gone into misses (cas.CompleteActionCache).
+	Actions cas.ActionCache
+	// Logger receives operational messages; nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// Server is mound's gRPC server with its HTTP side. Create with New, run
+// with ServeGRPC and HTTPHandler, end with Stop.
+type Server struct {
+	grpc       *grpc.Server
+	bytestream *service.ByteStream
+	registry   *prometheus.Registry
+	log        *slog.Logger
+}
+
+// New builds the server and registers every service.
+func New(opts Options) (*Server, error) {
+	if opts.Blobs == nil || opts.Actions == nil {
+		return nil, errors.New("server: Options.Blobs and Options.Actions are required")
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	rpcs := newRPCMetrics(reg)
+	if st, ok := opts.Blobs.(storeStats); ok {
+		reg.MustRegister(storeCollector{st})
+	}
+	svcOpts := service.Options{
+		Blobs:   opts.Blobs,
+		Actions: cas.CompleteActionCache{ActionCache: opts.Actions, Blobs: opts.Blobs},
+		Metrics: service.NewMetrics(reg),
+	}
+	casSvc, err := service.NewCAS(svcOpts)
+	if err != nil {
+		return nil, err
+	}
+	bs, err := service.NewByteStream(svcOpts)
+	if err != nil {
+		return nil, err
+	}
+	ac, err := service.NewActionCache(svcOpts)
+	if err != nil {
+		return nil, err
+	}
+	g := grpc.NewServer(
+		grpc.MaxRecvMsgSize(service.MaxRecvMsgBytes),
+		grpc.ChainUnaryInterceptor(rpcs.unary),
+		grpc.ChainStreamInterceptor(rpcs.stream),
+		// Clients such as Bazel may ping idle connections to keep them
+		// open through NATs; allow it rather than closing on them.
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+	)
+	repb.RegisterCapabilitiesServer(g, service.NewCapabilities(svcOpts))
+	repb.RegisterContentAddressableStorageServer(g, casSvc)
+	repb.RegisterActionCacheServer(g, ac)
+	bspb.RegisterByteStreamServer(g, bs)
+	return &Server{grpc: g, bytestream: bs, registry: reg, log: opts.Logger}, nil
+}
+
+// ServeGRPC serves gRPC on lis until Stop.
+func (s *Server) ServeGRPC(lis net.Listener) error { return s.grpc.Serve(lis) }
+
+// HTTPHandler serves /metrics.
+func (s *Server) HTTPHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/" {
+			http.NotFound(w, r)
+			return
+		}
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.Write([]byte("mound: Prometheus metrics at /metrics\n"))
+	})
+	return mux
+}
+
+// Stop lets RPCs in flight finish until ctx ends, then cuts them off, and
+// waits for uploads to end.
+func (s *Server) Stop(ctx context.Context) {
+	done := make(chan struct{})
+	go func() {
+		s.grpc.GracefulStop()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		s.grpc.Stop()
+		<-done
+	}
+	s.bytestream.Close()
+}
