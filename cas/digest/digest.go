@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"strconv"
 	"strings"
 
@@ -126,4 +127,17 @@ func truncate(s string) string {
 		return s[:max] + "..."
 	}
 	return s
+}
+
+// OfReader reads r to its end and returns the digest of what it read.
+func OfReader(r io.Reader) (Digest, error) {
+	h := sha256.New()
+	n, err := io.Copy(h, r)
+	if err != nil {
+		return Digest{}, err
+	}
+	var d Digest
+	h.Sum(d.Hash[:0])
+	d.Size = n
+	return d, nil
 }
