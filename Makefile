@@ -38,3 +38,17 @@ fuzz:
 
 clean:
 	rm -rf $(BIN)
+
+# Regenerates the worker protocol's Go code (checked in). Needs protoc
+# (Debian protobuf-compiler) and the Go plugins, installed here when missing.
+PROTOC_GEN_GO := google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
+PROTOC_GEN_GO_GRPC := google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.6.2
+.PHONY: proto
+proto:
+	command -v protoc >/dev/null || (apt-get update && apt-get install -y protobuf-compiler)
+	GOBIN=$(CURDIR)/bin/tools $(GO) install $(PROTOC_GEN_GO)
+	GOBIN=$(CURDIR)/bin/tools $(GO) install $(PROTOC_GEN_GO_GRPC)
+	PATH=$(CURDIR)/bin/tools:$$PATH protoc -I scheduler/workerpb -I /usr/include \
+		--go_out=. --go_opt=module=github.com/mound-build/mound \
+		--go-grpc_out=. --go-grpc_opt=module=github.com/mound-build/mound \
+		scheduler/workerpb/worker.proto

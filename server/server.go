@@ -18,6 +18,9 @@ import (
 
 	"github.com/mound-build/mound/cas"
 	"github.com/mound-build/mound/cas/service"
+	"github.com/mound-build/mound/execution"
+	"github.com/mound-build/mound/scheduler"
+	"github.com/mound-build/mound/scheduler/workerpb"
 )
 
 // Options configure a Server. Blobs and Actions are required.
@@ -27,6 +30,13 @@ type Options struct {
 	// Actions is the action cache as stored; the server makes results
 	// whose blobs are gone into misses (cas.CompleteActionCache).
 	Actions cas.ActionCache
+	// Scheduler, when set, enables remote execution: the Execution service
+	// queues actions on it, and workers and operators reach it through its
+	// Scheduler and Admin services.
+	Scheduler *scheduler.Scheduler
+	// Execution tunes the Execution service; its Blobs, Actions and Queue
+	// are filled in by New.
+	Execution execution.Options
 	// Logger receives operational messages; nil means slog.Default().
 	Logger *slog.Logger
 }
@@ -36,6 +46,7 @@ type Options struct {
 type Server struct {
 	grpc       *grpc.Server
 	bytestream *service.ByteStream
+	execution  *execution.Execution // nil without a scheduler
 	registry   *prometheus.Registry
 	log        *slog.Logger
 }
@@ -54,10 +65,12 @@ func New(opts Options) (*Server, error) {
 	if st, ok := opts.Blobs.(storeStats); ok {
 		reg.MustRegister(storeCollector{st})
 	}
+	actions := cas.CompleteActionCache{ActionCache: opts.Actions, Blobs: opts.Blobs}
 	svcOpts := service.Options{
-		Blobs:   opts.Blobs,
-		Actions: cas.CompleteActionCache{ActionCache: opts.Actions, Blobs: opts.Blobs},
-		Metrics: service.NewMetrics(reg),
+		Blobs:            opts.Blobs,
+		Actions:          actions,
+		Metrics:          service.NewMetrics(reg),
+		ExecutionEnabled: opts.Scheduler != nil,
 	}
 	casSvc, err := service.NewCAS(svcOpts)
 	if err != nil {
@@ -83,7 +96,21 @@ func New(opts Options) (*Server, error) {
 	repb.RegisterContentAddressableStorageServer(g, casSvc)
 	repb.RegisterActionCacheServer(g, ac)
 	bspb.RegisterByteStreamServer(g, bs)
-	return &Server{grpc: g, bytestream: bs, registry: reg, log: opts.Logger}, nil
+	srv := &Server{grpc: g, bytestream: bs, registry: reg, log: opts.Logger}
+	if opts.Scheduler != nil {
+		eo := opts.Execution
+		eo.Blobs, eo.Actions, eo.Queue = opts.Blobs, actions, opts.Scheduler
+		if eo.Logger == nil {
+			eo.Logger = opts.Logger
+		}
+		if srv.execution, err = execution.New(eo); err != nil {
+			return nil, err
+		}
+		repb.RegisterExecutionServer(g, srv.execution)
+		workerpb.RegisterSchedulerServer(g, opts.Scheduler)
+		workerpb.RegisterAdminServer(g, opts.Scheduler)
+	}
+	return srv, nil
 }
 
 // ServeGRPC serves gRPC on lis until Stop.
@@ -119,4 +146,7 @@ func (s *Server) Stop(ctx context.Context) {
 		<-done
 	}
 	s.bytestream.Close()
+	if s.execution != nil {
+		s.execution.Close()
+	}
 }
