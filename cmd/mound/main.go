@@ -35,6 +35,10 @@ func main() {
 }
 
 func run(log *slog.Logger, listen, httpAddr, data string, maxSize int64) error {
+	// Before anything is announced, so that a signal sent as soon as the
+	// address is printed still stops the server cleanly.
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
 	store, err := badgerstore.Open(badgerstore.Options{Dir: data, MaxSize: maxSize, Logger: log})
 	if err != nil {
 		return err
@@ -63,8 +67,6 @@ func run(log *slog.Logger, listen, httpAddr, data string, maxSize int64) error {
 	}
 	fmt.Printf("mound: use it from Bazel with --remote_cache=grpc://%s\n", lis.Addr())
 
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
 	select {
 	case s := <-sig:
 		log.Info("stopping", "signal", s.String())
