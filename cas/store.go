@@ -13,6 +13,18 @@ import (
 // absent.
 var ErrNotFound = errors.New("not found")
 
+// MissingError reports the blob that is absent; it wraps ErrNotFound. Stores
+// return it from Get so that callers (the worker fetching inputs, for one)
+// can name the missing blob to the client.
+type MissingError struct {
+	Digest digest.Digest
+}
+
+func (e *MissingError) Error() string { return "blob " + e.Digest.String() + " not found" }
+
+// Unwrap makes errors.Is(err, ErrNotFound) hold.
+func (e *MissingError) Unwrap() error { return ErrNotFound }
+
 // ErrFull is returned (wrapped) when a store cannot make room for a blob.
 var ErrFull = errors.New("store is full")
 

@@ -25,7 +25,7 @@ func (s *Store) Get(ctx context.Context, d digest.Digest, offset int64) (io.Read
 	}
 	e := s.index.lookup(d)
 	if e == nil {
-		return nil, fmt.Errorf("blob %v: %w", d, cas.ErrNotFound)
+		return nil, &cas.MissingError{Digest: d}
 	}
 	stored, err := s.open(e)
 	if err != nil {
@@ -65,7 +65,7 @@ func (s *Store) GetZstd(ctx context.Context, d digest.Digest) (io.ReadCloser, er
 	}
 	e := s.index.lookup(d)
 	if e == nil {
-		return nil, fmt.Errorf("blob %v: %w", d, cas.ErrNotFound)
+		return nil, &cas.MissingError{Digest: d}
 	}
 	stored, err := s.open(e)
 	if err != nil {
@@ -83,7 +83,7 @@ func (s *Store) open(e *entry) (io.ReadCloser, error) {
 		f, err := os.Open(s.blobPath(e.d.Hash, e.enc))
 		if errors.Is(err, os.ErrNotExist) {
 			// Evicted between the index lookup and now.
-			return nil, fmt.Errorf("blob %v: %w", e.d, cas.ErrNotFound)
+			return nil, &cas.MissingError{Digest: e.d}
 		}
 		if err != nil {
 			return nil, fmt.Errorf("read %v: %w", e.d, err)
@@ -100,7 +100,7 @@ func (s *Store) open(e *entry) (io.ReadCloser, error) {
 		return err
 	})
 	if errors.Is(err, badger.ErrKeyNotFound) {
-		return nil, fmt.Errorf("blob %v: %w", e.d, cas.ErrNotFound)
+		return nil, &cas.MissingError{Digest: e.d}
 	}
 	if err != nil {
 		return nil, fmt.Errorf("read %v: %w", e.d, err)

@@ -39,7 +39,7 @@ func (s *Store) Get(ctx context.Context, d digest.Digest, offset int64) (io.Read
 	b, ok := s.blobs[d]
 	s.mu.RUnlock()
 	if !ok {
-		return nil, fmt.Errorf("blob %v: %w", d, cas.ErrNotFound)
+		return nil, &cas.MissingError{Digest: d}
 	}
 	return io.NopCloser(bytes.NewReader(b[offset:])), nil
 }

@@ -17,24 +17,36 @@ import (
 	"time"
 
 	"github.com/mound-build/mound/cas/badgerstore"
+	"github.com/mound-build/mound/execution"
+	"github.com/mound-build/mound/scheduler"
 	"github.com/mound-build/mound/server"
 )
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "admin" {
+		os.Exit(admin(os.Args[2:]))
+	}
 	listen := flag.String("listen", "127.0.0.1:8980", "gRPC address (REAPI)")
 	httpAddr := flag.String("http", "127.0.0.1:8981", "HTTP address (metrics); empty to disable")
 	data := flag.String("data", ".mound", "data directory")
 	maxSize := byteSize(0)
 	flag.Var(&maxSize, "max-size", "largest size of stored blobs, e.g. 10GiB (0: unbounded); least recently used blobs are evicted")
+	var exec execution.Options
+	flag.DurationVar(&exec.DefaultTimeout, "default-timeout", 15*time.Minute, "timeout of actions that ask for none")
+	flag.DurationVar(&exec.MaxTimeout, "max-timeout", 3*time.Hour, "longest timeout an action may ask for")
+	flag.Usage = func() {
+		fmt.Fprintf(flag.CommandLine.Output(), "usage: mound [flags]\n       mound admin [--server ADDR] workers|pause|unpause|drain [WORKER]\n\nflags:\n")
+		flag.PrintDefaults()
+	}
 	flag.Parse()
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
-	if err := run(log, *listen, *httpAddr, *data, int64(maxSize)); err != nil {
+	if err := run(log, *listen, *httpAddr, *data, int64(maxSize), exec); err != nil {
 		log.Error("mound failed", "err", err)
 		os.Exit(1)
 	}
 }
 
-func run(log *slog.Logger, listen, httpAddr, data string, maxSize int64) error {
+func run(log *slog.Logger, listen, httpAddr, data string, maxSize int64, exec execution.Options) error {
 	// Before anything is announced, so that a signal sent as soon as the
 	// address is printed still stops the server cleanly.
 	sig := make(chan os.Signal, 1)
@@ -44,7 +56,9 @@ func run(log *slog.Logger, listen, httpAddr, data string, maxSize int64) error {
 		return err
 	}
 	defer store.Close()
-	srv, err := server.New(server.Options{Blobs: store, Actions: store, Logger: log})
+	sched := scheduler.New(scheduler.Options{Logger: log})
+	defer sched.Close()
+	srv, err := server.New(server.Options{Blobs: store, Actions: store, Scheduler: sched, Execution: exec, Logger: log})
 	if err != nil {
 		return err
 	}
@@ -65,7 +79,8 @@ func run(log *slog.Logger, listen, httpAddr, data string, maxSize int64) error {
 		go func() { errc <- hs.Serve(hl) }()
 		fmt.Printf("mound: metrics on http://%s/metrics\n", hl.Addr())
 	}
-	fmt.Printf("mound: use it from Bazel with --remote_cache=grpc://%s\n", lis.Addr())
+	fmt.Printf("mound: use it from Bazel with --remote_cache=grpc://%s (cache only)\n", lis.Addr())
+	fmt.Printf("mound:   or --remote_executor=grpc://%s (remote execution; start workers with: bin/workerd --server %s)\n", lis.Addr(), lis.Addr())
 
 	select {
 	case s := <-sig:
