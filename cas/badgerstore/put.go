@@ -40,6 +40,28 @@ func (s *Store) put(ctx context.Context, d digest.Digest, r io.Reader, compresse
 		_, err := s.receive(io.Discard, d, r, compressed)
 		return err
 	}
+	if s.index.lookup(d) != nil {
+		return nil
+	}
+	if err := s.makeRoom(d.Size); err != nil {
+		return err
+	}
+	defer s.index.release(d.Size)
+	// Receive and verify without holding the digest's slot: concurrent
+	// uploads of one blob (two clients, or a compressed and a plain one)
+	// must not wait for each other's bytes. Only commits are serialized,
+	// and the first one wins.
+	var st *staged
+	var err error
+	if d.Size <= s.opts.InlineLimit {
+		st, err = s.stageInline(d, r, compressed)
+	} else {
+		st, err = s.stageFile(d, r, compressed)
+	}
+	if err != nil {
+		return storeError(d, err)
+	}
+	defer st.discard()
 	done, err := s.acquire(ctx, d.Hash)
 	if err != nil {
 		return err
@@ -48,21 +70,54 @@ func (s *Store) put(ctx context.Context, d digest.Digest, r io.Reader, compresse
 	if s.index.lookup(d) != nil {
 		return nil
 	}
-	if err := s.makeRoom(d.Size); err != nil {
-		return err
-	}
-	defer s.index.release(d.Size)
-	var e *entry
-	if d.Size <= s.opts.InlineLimit {
-		e, err = s.putInline(d, r, compressed)
-	} else {
-		e, err = s.putFile(d, r, compressed)
-	}
-	if err != nil {
+	if err := st.commit(s); err != nil {
 		return storeError(d, err)
 	}
-	s.index.add(e)
+	s.index.add(st.entry)
 	return nil
+}
+
+// staged is a verified blob ready to be committed.
+type staged struct {
+	entry *entry
+	value []byte // content of an inline blob
+	tmp   string // temporary file of a file blob, removed by discard unless committed
+}
+
+// commit makes the blob durable and visible in Badger.
+func (st *staged) commit(s *Store) error {
+	e := st.entry
+	if !e.enc.inFile() {
+		return s.db.Update(func(txn *badger.Txn) error {
+			if err := txn.Set(dataKey(e.d.Hash), st.value); err != nil {
+				return err
+			}
+			return txn.Set(metaKey(e.d.Hash), e.meta())
+		})
+	}
+	final := s.blobPath(e.d.Hash, e.enc)
+	if err := os.MkdirAll(filepath.Dir(final), 0o700); err != nil {
+		return err
+	}
+	if err := os.Rename(st.tmp, final); err != nil {
+		return err
+	}
+	st.tmp = ""
+	if err := syncDir(filepath.Dir(final)); err != nil {
+		return err
+	}
+	if err := s.db.Update(func(txn *badger.Txn) error { return txn.Set(metaKey(e.d.Hash), e.meta()) }); err != nil {
+		os.Remove(final)
+		return err
+	}
+	return nil
+}
+
+// discard removes what commit did not take.
+func (st *staged) discard() {
+	if st.tmp != "" {
+		os.Remove(st.tmp)
+	}
 }
 
 // acquire makes the caller the only writer (or evicter) of h until it calls
@@ -111,9 +166,9 @@ func (c *countingReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// putInline stores a small blob inside Badger. Compressed uploads are kept
-// compressed when that saves at least a tenth.
-func (s *Store) putInline(d digest.Digest, r io.Reader, compressed bool) (*entry, error) {
+// stageInline receives a small blob into memory. Compressed uploads are
+// kept compressed when that saves at least a tenth.
+func (s *Store) stageInline(d digest.Digest, r io.Reader, compressed bool) (*staged, error) {
 	var raw bytes.Buffer
 	raw.Grow(int(d.Size))
 	value := &raw
@@ -138,31 +193,21 @@ func (s *Store) putInline(d digest.Digest, r io.Reader, compressed bool) (*entry
 		return nil, err
 	}
 	e.stored = int64(value.Len())
-	err := s.db.Update(func(txn *badger.Txn) error {
-		if err := txn.Set(dataKey(d.Hash), value.Bytes()); err != nil {
-			return err
-		}
-		return txn.Set(metaKey(d.Hash), e.meta())
-	})
-	if err != nil {
-		return nil, err
-	}
-	return e, nil
+	return &staged{entry: e, value: value.Bytes()}, nil
 }
 
-// putFile streams a large blob to a temporary file, verifies it, makes it
-// durable and moves it into place; only then is its metadata committed.
-func (s *Store) putFile(d digest.Digest, r io.Reader, compressed bool) (*entry, error) {
+// stageFile streams a large blob to a temporary file, verifies it and makes
+// its content durable; commit moves it into place.
+func (s *Store) stageFile(d digest.Digest, r io.Reader, compressed bool) (st *staged, err error) {
 	f, err := os.CreateTemp(s.tmp, "upload-*")
 	if err != nil {
 		return nil, err
 	}
-	tmp := f.Name()
 	defer func() {
-		if f != nil {
-			f.Close()
+		f.Close()
+		if err != nil {
+			os.Remove(f.Name())
 		}
-		os.Remove(tmp) // a no-op once renamed
 	}()
 	e := &entry{d: d, enc: fileRaw, atime: time.Now().Unix()}
 	w := bufio.NewWriterSize(f, copyBuffer)
@@ -173,10 +218,8 @@ func (s *Store) putFile(d digest.Digest, r io.Reader, compressed bool) (*entry, 
 			return nil, err
 		}
 		e.stored = cw.n
-	} else {
-		if e.stored, err = s.receive(w, d, r, false); err != nil {
-			return nil, err
-		}
+	} else if e.stored, err = s.receive(w, d, r, false); err != nil {
+		return nil, err
 	}
 	if err := w.Flush(); err != nil {
 		return nil, err
@@ -184,25 +227,7 @@ func (s *Store) putFile(d digest.Digest, r io.Reader, compressed bool) (*entry, 
 	if err := f.Sync(); err != nil {
 		return nil, err
 	}
-	if err := f.Close(); err != nil {
-		return nil, err
-	}
-	f = nil
-	final := s.blobPath(d.Hash, e.enc)
-	if err := os.MkdirAll(filepath.Dir(final), 0o700); err != nil {
-		return nil, err
-	}
-	if err := os.Rename(tmp, final); err != nil {
-		return nil, err
-	}
-	if err := syncDir(filepath.Dir(final)); err != nil {
-		return nil, err
-	}
-	if err := s.db.Update(func(txn *badger.Txn) error { return txn.Set(metaKey(d.Hash), e.meta()) }); err != nil {
-		os.Remove(final)
-		return nil, err
-	}
-	return e, nil
+	return &staged{entry: e, tmp: f.Name()}, nil
 }
 
 type countingWriter struct {

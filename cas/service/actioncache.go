@@ -142,4 +142,3 @@ func (s *ActionCache) UpdateActionResult(ctx context.Context, req *repb.UpdateAc
 	s.opts.Metrics.ACUpdates.Inc()
 	return r, nil
 }
-

@@ -148,7 +148,7 @@ func (s *ByteStream) Write(stream bspb.ByteStream_WriteServer) error {
 	if len(missing) == 0 && (!d.IsEmpty() || name.Compressor == resource.Identity) {
 		return stream.SendAndClose(&bspb.WriteResponse{CommittedSize: doneSize})
 	}
-	up, err := s.uploads.attach(ctx, key, name, req.GetWriteOffset(), s.opts.Blobs)
+	up, gen, err := s.uploads.attach(ctx, key, name, req.GetWriteOffset(), s.opts.Blobs)
 	if err != nil {
 		return Status(err)
 	}
@@ -158,42 +158,36 @@ func (s *ByteStream) Write(stream bspb.ByteStream_WriteServer) error {
 	}
 	for {
 		if rn := req.GetResourceName(); rn != "" && rn != key {
-			s.uploads.detach(up)
+			s.uploads.detach(up, gen)
 			return invalid("resource_name changed within one stream from %q to %q", key, rn)
 		}
-		up.mu.Lock()
-		committed := up.committed
-		up.mu.Unlock()
-		if req.GetWriteOffset() != committed {
-			s.uploads.detach(up)
-			return invalid("write_offset %d, expected %d", req.GetWriteOffset(), committed)
+		n, err := up.write(ctx, gen, req.GetWriteOffset(), req.GetData())
+		switch {
+		case errors.Is(err, errSuperseded):
+			return status.Error(codes.Aborted, err.Error())
+		case err != nil && ctx.Err() != nil:
+			s.uploads.detach(up, gen)
+			return Status(ctx.Err())
+		case errors.Is(err, errFeedStopped):
+			// The Put ended early: it failed, or the blob was stored by
+			// another upload meanwhile.
+			return s.end(stream, key, up, doneSize, false)
+		case err != nil:
+			s.uploads.detach(up, gen)
+			return Status(err)
 		}
-		if data := req.GetData(); len(data) > 0 {
-			if err := up.feed.write(ctx, data); err != nil {
-				if errors.Is(err, ctx.Err()) {
-					s.uploads.detach(up)
-					return Status(err)
-				}
-				// The Put ended early: it failed, or found the blob stored
-				// by someone else.
-				return s.end(stream, key, up, doneSize, false)
-			}
-			up.mu.Lock()
-			up.committed += int64(len(data))
-			up.mu.Unlock()
-			s.opts.Metrics.BytesWritten.WithLabelValues(kind).Add(float64(len(data)))
-		}
+		s.opts.Metrics.BytesWritten.WithLabelValues(kind).Add(float64(n))
 		if req.GetFinishWrite() {
 			up.feed.close(io.EOF)
 			return s.end(stream, key, up, doneSize, true)
 		}
 		req, err = stream.Recv()
 		if err == io.EOF {
-			s.uploads.detach(up)
-			return invalid("stream of %s ended at offset %d without finish_write; resume it after QueryWriteStatus", key, committed)
+			s.uploads.detach(up, gen)
+			return invalid("stream of %s ended without finish_write; resume it after QueryWriteStatus", key)
 		}
 		if err != nil {
-			s.uploads.detach(up)
+			s.uploads.detach(up, gen)
 			return err
 		}
 	}
@@ -231,6 +225,9 @@ func (s *ByteStream) QueryWriteStatus(ctx context.Context, req *bspb.QueryWriteS
 	if len(missing) == 0 {
 		return &bspb.QueryWriteStatusResponse{CommittedSize: name.Digest.Size, Complete: true}, nil
 	}
-	n, _ := s.uploads.committed(req.GetResourceName())
+	n, ok := s.uploads.committed(req.GetResourceName())
+	if !ok {
+		return nil, status.Errorf(codes.NotFound, "no upload of %s is in progress", req.GetResourceName())
+	}
 	return &bspb.QueryWriteStatusResponse{CommittedSize: n}, nil
 }

@@ -136,7 +136,7 @@ func readDirectory(ctx context.Context, g cas.BlobGetter, d digest.Digest) (*rep
 // treeOrders caches the breadth-first order of recently listed trees.
 type treeOrders struct {
 	mu    sync.Mutex
-	lru   *list.List                       // of treeOrder, front most recent; guarded by mu
+	lru   *list.List                      // of treeOrder, front most recent; guarded by mu
 	roots map[digest.Digest]*list.Element // guarded by mu
 }
 

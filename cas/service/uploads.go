@@ -32,9 +32,12 @@ type upload struct {
 	done chan struct{} // closed when the Put returned
 	err  error         // the Put's result; read after done
 
+	// mu is held while a stream hands bytes to feed, so that a stream that
+	// takes the upload over sees every byte its predecessor committed.
 	mu        sync.Mutex
 	committed int64       // next expected write_offset; guarded by mu
 	attached  bool        // a stream is sending; guarded by mu
+	gen       int         // generation of the stream allowed to send; guarded by mu
 	expire    *time.Timer // abandons a detached upload; guarded by mu
 }
 
@@ -46,27 +49,28 @@ type uploads struct {
 }
 
 // attach returns the upload for a stream whose first request names name at
-// offset, starting a Put when it is new.
-func (u *uploads) attach(ctx context.Context, key string, name resource.Name, offset int64, p cas.BlobPutter) (*upload, error) {
+// offset, with the generation the stream must present to send, starting a
+// Put when the upload is new. A stream resuming an upload that another
+// stream still holds (a client retrying before the server noticed its first
+// stream died) takes it over.
+func (u *uploads) attach(ctx context.Context, key string, name resource.Name, offset int64, p cas.BlobPutter) (*upload, int, error) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	if up, ok := u.m[key]; ok {
 		up.mu.Lock()
 		defer up.mu.Unlock()
-		if up.attached {
-			return nil, fmt.Errorf("%w: %s is being written by another stream", digest.ErrInvalid, key)
-		}
-		if offset != up.committed {
-			return nil, fmt.Errorf("%w: write_offset %d, but %d bytes of %s are committed (ask QueryWriteStatus)", digest.ErrInvalid, offset, up.committed, key)
+		if err := up.checkOffset(offset); err != nil {
+			return nil, 0, err
 		}
 		up.attached = true
+		up.gen++
 		up.expire.Stop()
-		return up, nil
+		return up, up.gen, nil
 	}
 	if offset != 0 {
-		return nil, fmt.Errorf("%w: write_offset %d for a new upload of %s; start at 0", digest.ErrInvalid, offset, key)
+		return nil, 0, fmt.Errorf("%w: write_offset %d for %s, which has no upload in progress; start at 0", digest.ErrInvalid, offset, key)
 	}
-	up := &upload{name: name, feed: newFeed(), done: make(chan struct{}), attached: true}
+	up := &upload{name: name, feed: newFeed(), done: make(chan struct{}), attached: true, gen: 1}
 	up.expire = time.AfterFunc(resumeWindow, func() { u.abandon(key, up) })
 	up.expire.Stop()
 	u.m[key] = up
@@ -85,8 +89,45 @@ func (u *uploads) attach(ctx context.Context, key string, name resource.Name, of
 		up.feed.stop()
 		close(up.done)
 	}()
-	return up, nil
+	return up, up.gen, nil
 }
+
+// checkOffset accepts a write at offset. Plain uploads may repeat bytes
+// already committed (a client resuming from an older QueryWriteStatus):
+// content is fixed by the digest, so the repeated part is dropped. Offsets
+// of compressed uploads count compressed bytes, which only the client can
+// reproduce, so they must match exactly.
+func (up *upload) checkOffset(offset int64) error {
+	if offset == up.committed || (offset >= 0 && offset < up.committed && up.name.Compressor == resource.Identity) {
+		return nil
+	}
+	return fmt.Errorf("%w: write_offset %d, but %d bytes of %v are committed (ask QueryWriteStatus)", digest.ErrInvalid, offset, up.committed, up.name.Digest)
+}
+
+// write hands the part of data at offset that is not committed yet to the
+// Put. It fails with errSuperseded when a newer stream took the upload.
+func (up *upload) write(ctx context.Context, gen int, offset int64, data []byte) (int, error) {
+	up.mu.Lock()
+	defer up.mu.Unlock()
+	if up.gen != gen {
+		return 0, errSuperseded
+	}
+	if err := up.checkOffset(offset); err != nil {
+		return 0, err
+	}
+	data = data[min(int64(len(data)), up.committed-offset):]
+	if len(data) == 0 {
+		return 0, nil
+	}
+	if err := up.feed.write(ctx, data); err != nil {
+		return 0, err
+	}
+	up.committed += int64(len(data))
+	return len(data), nil
+}
+
+// errSuperseded ends a stream whose upload another stream took over.
+var errSuperseded = errors.New("another stream resumed this upload")
 
 func putDecompressed(ctx context.Context, p cas.BlobPutter, d digest.Digest, zr io.Reader) error {
 	z, err := cas.ZstdDecompress(zr)
@@ -98,12 +139,15 @@ func putDecompressed(ctx context.Context, p cas.BlobPutter, d digest.Digest, zr 
 }
 
 // detach is called when a stream ends without finishing: the upload waits
-// resumeWindow for another stream.
-func (u *uploads) detach(up *upload) {
+// resumeWindow for another stream. A superseded stream detaches nothing.
+func (u *uploads) detach(up *upload, gen int) {
 	up.mu.Lock()
+	defer up.mu.Unlock()
+	if up.gen != gen {
+		return
+	}
 	up.attached = false
 	up.expire.Reset(resumeWindow)
-	up.mu.Unlock()
 }
 
 // finish removes a completed or failed upload.
@@ -158,6 +202,9 @@ type feed struct {
 	once     sync.Once
 }
 
+// errFeedStopped is returned by write when the Put no longer reads.
+var errFeedStopped = errors.New("upload already ended")
+
 // feedDepth chunks in flight: with 1 MiB chunks, a few MiB per upload.
 const feedDepth = 4
 
@@ -183,7 +230,7 @@ func (f *feed) write(ctx context.Context, b []byte) error {
 	case f.ch <- b:
 		return nil
 	case <-f.stopped:
-		return errors.New("upload already ended")
+		return errFeedStopped
 	case <-ctx.Done():
 		return ctx.Err()
 	}

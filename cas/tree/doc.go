@@ -1,0 +1,24 @@
+// Package tree moves directories in and out of a CAS as REAPI Directory
+// trees: every directory becomes a Directory message (files with their
+// digest and executable bit, subdirectories by the digest of their own
+// message, symlinks with their target, each list sorted by name), stored as
+// a blob like any file.
+//
+// Upload walks a local directory, hashes every file and serializes every
+// Directory deterministically, asks the store once which of those blobs it
+// lacks, and sends only those: small ones in batches (cas.PutBatch), large
+// files streamed from disk. Several transfers run at once, within named
+// limits.
+//
+// Download goes the other way in two steps. Fetch reads the Directory
+// messages from the root down and checks the whole tree before anything is
+// written: names that could escape the target (empty, ".", "..", or with a
+// "/"), duplicate names, bad digests, cycles and absurd sizes are refused.
+// Tree.Write then creates the directories and files (0755 or 0644 by the
+// executable bit) under a new or empty directory, fetching each distinct
+// content once, and the symlinks last, so no write ever goes through a link.
+//
+// Content is verified where it enters the process: a cas.BlobGetter such as
+// remote.Client hashes what it receives before handing it over, so this
+// package checks sizes and trusts the bytes.
+package tree
