@@ -77,6 +77,15 @@ type BatchPutter interface {
 	PutBatch(ctx context.Context, blobs []Blob) []error
 }
 
+// BatchGetter is an optional ability of a BlobGetter: reading many small
+// blobs in one round trip (remote.Client has it). Callers fall back to Get
+// per blob, a few at a time.
+type BatchGetter interface {
+	// GetBatch returns, for each digest of ds, its content, verified, or
+	// an error (wrapping ErrNotFound for a missing blob).
+	GetBatch(ctx context.Context, ds []digest.Digest) ([][]byte, []error)
+}
+
 // ZstdGetter is an optional ability of a BlobGetter: returning a blob as a
 // zstd stream without recompressing it, for stores that keep blobs
 // compressed. Callers fall back to compressing Get's output.

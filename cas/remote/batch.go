@@ -16,7 +16,7 @@ import (
 // digest here, small ones travel in BatchUpdateBlobs requests packed under
 // the batch limit (up to batchParallelism at once) and large ones in
 // ByteStream writes (up to streamParallelism at once). A blob repeated in
-// blobs is sent once. The result has one error per blob, with Put's
+// blobs is checked each time and sent once. The result has one error per blob, with Put's
 // meaning.
 func (c *Client) PutBatch(ctx context.Context, blobs []cas.Blob) []error {
 	errs := make([]error, len(blobs))
@@ -27,19 +27,22 @@ func (c *Client) PutBatch(ctx context.Context, blobs []cas.Blob) []error {
 		}
 		return errs
 	}
-	first := make(map[digest.Digest]int, len(blobs)) // index of each digest's first blob
+	first := make(map[digest.Digest]int, len(blobs)) // index of each digest's first good blob
 	var small, large []int
 	for i, b := range blobs {
-		if _, dup := first[b.Digest]; dup {
-			continue
-		}
-		first[b.Digest] = i
 		v := digest.NewVerifier(b.Digest)
 		if _, err := v.Write(b.Data); err != nil {
 			errs[i] = err
 			continue
 		}
-		if errs[i] = v.Check(); errs[i] != nil || b.Digest.IsEmpty() {
+		if errs[i] = v.Check(); errs[i] != nil {
+			continue
+		}
+		if _, dup := first[b.Digest]; dup {
+			continue
+		}
+		first[b.Digest] = i
+		if b.Digest.IsEmpty() {
 			continue
 		}
 		if b.Digest.Size > limit {
@@ -74,7 +77,9 @@ func (c *Client) PutBatch(ctx context.Context, blobs []cas.Blob) []error {
 	g.Wait()
 	streams.Wait()
 	for i, b := range blobs {
-		errs[i] = errs[first[b.Digest]]
+		if j, ok := first[b.Digest]; ok && errs[i] == nil {
+			errs[i] = errs[j]
+		}
 	}
 	return errs
 }

@@ -172,19 +172,22 @@ func TestPutBatchPacking(t *testing.T) {
 	blobs = append(blobs, cas.Blob{Digest: digest.OfBytes(large), Data: large})
 	blobs = append(blobs, blobs[0], cas.Blob{Digest: digest.Empty})
 	bad := cas.Blob{Digest: digest.OfBytes([]byte("x")), Data: []byte("y")}
-	blobs = append(blobs, bad)
+	badCopy := cas.Blob{Digest: blobs[0].Digest, Data: []byte("not the content")}
+	blobs = append(blobs, bad, badCopy)
 	if _, err := c.maxBatchBlob(ctx); err != nil {
 		t.Fatal(err)
 	}
 	counts.reset()
 	errs := c.PutBatch(ctx, blobs)
-	for i, err := range errs[:len(errs)-1] {
+	for i, err := range errs[:len(errs)-2] {
 		if err != nil {
 			t.Errorf("blob %d: %v", i, err)
 		}
 	}
-	if !errors.Is(errs[len(errs)-1], digest.ErrMismatch) {
-		t.Errorf("mismatched blob: %v, want ErrMismatch", errs[len(errs)-1])
+	for _, err := range errs[len(errs)-2:] {
+		if !errors.Is(err, digest.ErrMismatch) {
+			t.Errorf("mismatched blob: %v, want ErrMismatch", err)
+		}
 	}
 	// 5 blobs of 400 bytes under a limit of 1000: batches of 2, 2 and 1.
 	if n := counts.get(batchUpdate); n != 3 {

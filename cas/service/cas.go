@@ -137,6 +137,12 @@ func (s *CAS) BatchReadBlobs(ctx context.Context, req *repb.BatchReadBlobsReques
 		}
 		ds[i] = d
 	}
+	// Each entry of the response also carries its digest and a status:
+	// many tiny blobs can make a response too large for the client even
+	// when their content is small.
+	if size := total + int64(len(ds))*batchEntryOverhead; size > maxBatchResponseBytes {
+		return nil, invalid("a response to %d blobs would take about %d bytes, over the %d a client receives; ask for fewer blobs per batch", len(ds), size, maxBatchResponseBytes)
+	}
 	resp := &repb.BatchReadBlobsResponse{Responses: make([]*repb.BatchReadBlobsResponse_Response, len(ds))}
 	for i, d := range ds {
 		out := &repb.BatchReadBlobsResponse_Response{Digest: req.GetDigests()[i], Status: &status.Status{}}
@@ -151,6 +157,16 @@ func (s *CAS) BatchReadBlobs(ctx context.Context, req *repb.BatchReadBlobsReques
 	}
 	return resp, nil
 }
+
+const (
+	// batchEntryOverhead is what one entry of a BatchReadBlobsResponse
+	// costs besides the blob: digest (64 hex digits, size), field tags and
+	// lengths, an empty status.
+	batchEntryOverhead = 100
+	// maxBatchResponseBytes is gRPC's default 4 MiB receive limit of
+	// clients, less room for framing.
+	maxBatchResponseBytes = 4<<20 - 16<<10
+)
 
 func rpcStatus(c codes.Code, msg string) *status.Status {
 	return &status.Status{Code: int32(c), Message: msg}

@@ -32,16 +32,6 @@ const (
 // malformed or that Write would refuse.
 var ErrInvalid = errors.New("invalid tree")
 
-// BatchGetter is an optional ability of a cas.BlobGetter that Fetch and
-// Write use when the getter has it: reading many small blobs in one round
-// trip. remote.Client has it. Without it, blobs are read one by one, a few
-// at a time.
-type BatchGetter interface {
-	// GetBatch returns, for each digest of ds, its content, verified, or
-	// an error (wrapping cas.ErrNotFound for a missing blob).
-	GetBatch(ctx context.Context, ds []digest.Digest) ([][]byte, []error)
-}
-
 // Tree is a REAPI directory tree read from a CAS and checked: every name is
 // a single path component, unique within its directory, every digest is
 // valid, and the tree is within maxDepth and maxEntries.
@@ -167,17 +157,17 @@ func checkName(n string) error {
 	return nil
 }
 
-// size is what a directory expands to.
-type size struct {
+// dirSize is what a directory expands to.
+type dirSize struct {
 	files, dirs, links, bytes int64
 	depth                     int
 }
 
 // measure counts t's entries per path and refuses trees beyond the limits.
 func (t *Tree) measure() error {
-	memo := map[digest.Digest]*size{}
-	var visit func(d digest.Digest) (*size, error)
-	visit = func(d digest.Digest) (*size, error) {
+	memo := map[digest.Digest]*dirSize{}
+	var visit func(d digest.Digest) (*dirSize, error)
+	visit = func(d digest.Digest) (*dirSize, error) {
 		if s, ok := memo[d]; ok {
 			if s == nil {
 				return nil, fmt.Errorf("%w: directory %v contains itself", ErrInvalid, d)
@@ -186,7 +176,7 @@ func (t *Tree) measure() error {
 		}
 		memo[d] = nil // in progress
 		dir := t.dirs[d]
-		s := &size{dirs: 1, files: int64(len(dir.GetFiles())), links: int64(len(dir.GetSymlinks()))}
+		s := &dirSize{dirs: 1, files: int64(len(dir.GetFiles())), links: int64(len(dir.GetSymlinks()))}
 		for _, f := range dir.GetFiles() {
 			s.bytes = addCapped(s.bytes, f.GetDigest().GetSizeBytes())
 		}
@@ -260,7 +250,7 @@ func eachBlob(ctx context.Context, g cas.BlobGetter, ds []digest.Digest, name fu
 		eg.Go(func() error {
 			var data [][]byte
 			var errs []error
-			if bg, ok := g.(BatchGetter); ok {
+			if bg, ok := g.(cas.BatchGetter); ok {
 				data, errs = bg.GetBatch(ctx, group)
 			} else {
 				data, errs = make([][]byte, len(group)), make([]error, len(group))

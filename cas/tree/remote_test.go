@@ -11,13 +11,14 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/test/bufconn"
 
+	"github.com/mound-build/mound/cas"
 	"github.com/mound-build/mound/cas/memstore"
 	"github.com/mound-build/mound/cas/remote"
 	"github.com/mound-build/mound/server"
 )
 
 // TestRoundTripRemote moves a tree through a mound server over gRPC, so
-// that small blobs go in batches (BatchGetter included) and large ones
+// that small blobs go in batches (cas.BatchGetter included) and large ones
 // through ByteStream.
 func TestRoundTripRemote(t *testing.T) {
 	ctx := testContext(t)
@@ -46,7 +47,7 @@ func TestRoundTripRemote(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var _ BatchGetter = c
+	var _ cas.BatchGetter = c
 
 	src := t.TempDir()
 	makeTree(t, src)

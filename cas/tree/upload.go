@@ -20,7 +20,7 @@ const (
 	smallFileBytes = 1 << 20
 
 	// groupBytes is the content of one group of small blobs handed to
-	// cas.PutBatch or read with BatchGetter: a few of a server's batches,
+	// cas.PutBatch or read with cas.BatchGetter: a few of a server's batches,
 	// so a remote store can pipeline them.
 	groupBytes = 8 << 20
 
