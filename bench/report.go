@@ -1,0 +1,153 @@
+package bench
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// Report is the outcome of Run: a row per workload and concurrency, and the
+// single-core figures of the machine.
+type Report struct {
+	Target     string   `json:"target"`
+	Floor      string   `json:"floor"`
+	GOMAXPROCS int      `json:"gomaxprocs"`
+	Rounds     int      `json:"rounds"`
+	Seconds    float64  `json:"seconds"`
+	Local      Local    `json:"local"`
+	Rows       []Row    `json:"rows"`
+	Notes      []string `json:"notes,omitempty"`
+}
+
+// Row is one workload at one concurrency on both servers.
+type Row struct {
+	Workload    string `json:"workload"`
+	Concurrency int    `json:"concurrency"`
+	// Unit is the unit of the Measures' Value: "ms" for latencies (median
+	// call), else a rate ("blobs/s", "MB/s", "ops/s").
+	Unit   string  `json:"unit"`
+	Target Measure `json:"target"`
+	Floor  Measure `json:"floor"`
+	// Ratio compares the target with the floor: for rates, the target's
+	// as a fraction of the floor's (1 is as fast as the floor); for
+	// latencies, the target's median as a multiple of the floor's (1 is as
+	// quick as the floor).
+	Ratio float64 `json:"ratio"`
+	// Aim states what the row is judged by, and Verdict is PASS or MISS;
+	// both are empty for rows without an aim.
+	Aim     string `json:"aim,omitempty"`
+	Verdict string `json:"verdict,omitempty"`
+}
+
+// Aims are the targets the figures are judged by.
+const (
+	// AimFindMissingLatency: FindMissingBlobs median latency within this
+	// multiple of the floor's.
+	AimFindMissingLatency = 1.5
+	// AimBatchFraction: batch update and read rates at least this
+	// fraction of the floor's.
+	AimBatchFraction = 0.5
+	// AimStreamFraction: ByteStream write and read rates at least this
+	// fraction of the floor's.
+	AimStreamFraction = 0.8
+)
+
+// latency reports whether the row measures latency rather than a rate.
+func (r *Row) latency() bool { return r.Unit == "ms" }
+
+// judge fills Ratio, Aim and Verdict.
+func (r *Row) judge(l Local) {
+	if r.Floor.Value > 0 {
+		r.Ratio = r.Target.Value / r.Floor.Value
+	}
+	var pass bool
+	switch r.Workload {
+	case FindMissingBlobs:
+		r.Aim = fmt.Sprintf("p50 <= %.1fx floor", AimFindMissingLatency)
+		pass = r.Ratio <= AimFindMissingLatency
+	case BatchUpdateBlobs, BatchReadBlobs:
+		r.Aim = fmt.Sprintf(">= %.0f%% of floor", 100*AimBatchFraction)
+		pass = r.Ratio >= AimBatchFraction
+	case ByteStreamWrite, ByteStreamRead:
+		r.Aim = fmt.Sprintf(">= %.0f%% of floor", 100*AimStreamFraction)
+		pass = r.Ratio >= AimStreamFraction
+	case ZstdRead:
+		// Uncompressed MB/s must beat one core's compression speed at
+		// SpeedFastest: a server compressing every read on one core
+		// cannot reach it.
+		r.Aim = fmt.Sprintf("> %s MB/s (zstd, 1 core)", number(l.ZstdFastest))
+		pass = r.Target.Value > l.ZstdFastest
+	default:
+		return
+	}
+	r.Verdict = "MISS"
+	if pass {
+		r.Verdict = "PASS"
+	}
+}
+
+// WriteText prints r as a plain-text table.
+func (r *Report) WriteText(w io.Writer) error {
+	var b strings.Builder
+	fmt.Fprintf(&b, "mound-bench: target %s against floor %s (in-process), GOMAXPROCS %d, %d rounds (rates: best round; latencies: all calls), %v\n",
+		r.Target, r.Floor, r.GOMAXPROCS, r.Rounds, time.Duration(r.Seconds*float64(time.Second)).Round(time.Second))
+	fmt.Fprintf(&b, "one core, %d MiB: SHA-256 %s MB/s; zstd compress SpeedFastest %s MB/s (ratio %.1fx), SpeedDefault %s MB/s (ratio %.1fx)\n\n",
+		r.Local.Bytes>>20, number(r.Local.SHA256), number(r.Local.ZstdFastest), r.Local.ZstdFastestRatio,
+		number(r.Local.ZstdDefault), r.Local.ZstdDefaultRatio)
+	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "WORKLOAD\tCONC\tTARGET\tFLOOR\tTARGET vs FLOOR\tAIM\t")
+	pass, miss := 0, 0
+	for _, row := range r.Rows {
+		var target, floor, ratio string
+		if row.latency() {
+			target = fmt.Sprintf("%s ms p50, %s p99", number(row.Target.Value), number(row.Target.P99))
+			floor = fmt.Sprintf("%s ms p50, %s p99", number(row.Floor.Value), number(row.Floor.P99))
+			ratio = fmt.Sprintf("%.2fx floor latency", row.Ratio)
+		} else {
+			target = number(row.Target.Value) + " " + row.Unit
+			floor = number(row.Floor.Value) + " " + row.Unit
+			ratio = fmt.Sprintf("%.0f%% of floor", 100*row.Ratio)
+		}
+		aim := ""
+		if row.Aim != "" {
+			aim = row.Verdict + "  " + row.Aim
+		}
+		switch row.Verdict {
+		case "PASS":
+			pass++
+		case "MISS":
+			miss++
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t\n", row.Workload, row.Concurrency, target, floor, ratio, aim)
+	}
+	tw.Flush()
+	fmt.Fprintf(&b, "\naims: %d PASS, %d MISS\n", pass, miss)
+	for _, n := range r.Notes {
+		fmt.Fprintf(&b, "note: %s\n", n)
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+// WriteJSON writes r as indented JSON.
+func (r *Report) WriteJSON(w io.Writer) error {
+	e := json.NewEncoder(w)
+	e.SetIndent("", "  ")
+	e.SetEscapeHTML(false)
+	return e.Encode(r)
+}
+
+// number formats a figure with about three significant digits.
+func number(v float64) string {
+	switch {
+	case v >= 100:
+		return fmt.Sprintf("%.0f", v)
+	case v >= 10:
+		return fmt.Sprintf("%.1f", v)
+	default:
+		return fmt.Sprintf("%.2f", v)
+	}
+}
