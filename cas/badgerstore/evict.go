@@ -30,6 +30,11 @@ func (s *Store) makeRoom(n int64) error {
 		return fmt.Errorf("%w: %v", cas.ErrFull, err)
 	}
 	s.evict(victims)
+	// Reclaim what eviction freed in packs before the store could exceed
+	// its size; below that, the background loop does it.
+	if max := s.opts.MaxSize; max > 0 && s.deadBytes() > max-liveShare(max) {
+		s.compact(deadTarget(max))
+	}
 	return nil
 }
 
@@ -43,12 +48,7 @@ func (s *Store) evict(victims []*entry) {
 			s.index.add(e)
 			continue
 		}
-		err := s.db.Update(func(txn *badger.Txn) error {
-			if err := txn.Delete(metaKey(e.d.Hash)); err != nil {
-				return err
-			}
-			return txn.Delete(dataKey(e.d.Hash))
-		})
+		err := s.db.Update(func(txn *badger.Txn) error { return txn.Delete(metaKey(e.d.Hash)) })
 		if err == nil && e.enc.inFile() {
 			err = os.Remove(s.blobPath(e.d.Hash, e.enc))
 		}
@@ -59,6 +59,18 @@ func (s *Store) evict(victims []*entry) {
 		}
 		evictions.Add(1)
 	}
+	if max := s.opts.MaxSize; len(victims) > 0 && s.deadBytes() > deadTarget(max) {
+		select {
+		case s.compactNow <- struct{}{}:
+		default:
+		}
+	}
+}
+
+func (s *Store) deadBytes() int64 {
+	s.index.mu.Lock()
+	defer s.index.mu.Unlock()
+	return s.index.dead
 }
 
 // try is begin without waiting: it reports busy when a writer holds h.
@@ -97,10 +109,17 @@ func (s *Store) load() error {
 			}
 			copy(h[:], key[1:])
 			err := item.Value(func(v []byte) error {
-				e, err := parseMeta(h, v)
+				e, packID, err := parseMeta(h, v)
 				if err != nil {
 					bad = append(bad, key)
 					return nil
+				}
+				if !e.enc.inFile() {
+					if e.pk = s.packs.get(packID); e.pk == nil {
+						s.log.Warn("pack of a blob is missing; dropping it from the index", "digest", e.d, "pack", packID)
+						bad = append(bad, key)
+						return nil
+					}
 				}
 				entries = append(entries, e)
 				return nil
@@ -136,6 +155,13 @@ func (s *Store) load() error {
 		s.log.Info("removing blob file left by an interrupted upload", "path", p)
 		os.Remove(p)
 	}
+	// Pack bytes no entry references (evicted, or written before a crash
+	// and never committed) are dead until compaction.
+	s.index.mu.Lock()
+	for _, pk := range s.packs.list() {
+		s.index.dead += pk.size - pk.live
+	}
+	s.index.mu.Unlock()
 	for _, k := range bad {
 		if err := s.db.Update(func(txn *badger.Txn) error { return txn.Delete(k) }); err != nil {
 			return fmt.Errorf("drop bad index key: %w", err)
@@ -187,30 +213,30 @@ func (s *Store) flushAccessTimes() {
 	now := time.Now().Unix()
 	since := s.flushedAt.Swap(now)
 	dirty := s.index.dirty(since-1, atimeSlack)
-	// Each transaction reads the keys it rewrites, so one that races with
-	// an eviction fails with a conflict instead of resurrecting metadata
-	// of a deleted blob; those access times are then simply not saved.
-	const perTxn = 1000
+	// Each entry is rewritten holding its digest's slot, from its current
+	// state: an eviction or a compaction move cannot interleave, so the
+	// metadata written is never stale. Busy blobs are skipped this time.
+	const perBatch = 1000
 	for len(dirty) > 0 {
-		chunk := dirty[:min(perTxn, len(dirty))]
+		chunk := dirty[:min(perBatch, len(dirty))]
 		dirty = dirty[len(chunk):]
-		err := s.db.Update(func(txn *badger.Txn) error {
-			for i := range chunk {
-				key := metaKey(chunk[i].d.Hash)
-				if _, err := txn.Get(key); errors.Is(err, badger.ErrKeyNotFound) {
-					continue
-				} else if err != nil {
-					return err
-				}
-				if err := txn.Set(key, chunk[i].meta()); err != nil {
-					return err
-				}
+		wb := s.db.NewWriteBatch()
+		var held []func()
+		for i := range chunk {
+			done, busy := s.puts.try(chunk[i].d.Hash)
+			if busy {
+				continue
 			}
-			return nil
-		})
-		if err != nil && !errors.Is(err, badger.ErrConflict) {
+			held = append(held, done)
+			if e := s.index.current(chunk[i].d); e != nil {
+				wb.Set(metaKey(e.d.Hash), e.meta())
+			}
+		}
+		if err := wb.Flush(); err != nil {
 			s.log.Warn("persist access times", "err", err)
-			return
+		}
+		for _, done := range held {
+			done()
 		}
 	}
 }

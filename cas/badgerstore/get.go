@@ -9,8 +9,6 @@ import (
 	"io"
 	"os"
 
-	"github.com/dgraph-io/badger/v4"
-
 	"github.com/mound-build/mound/cas"
 	"github.com/mound-build/mound/cas/digest"
 )
@@ -90,22 +88,20 @@ func (s *Store) open(e *entry) (io.ReadCloser, error) {
 		}
 		return f, nil
 	}
-	var data []byte
-	err := s.db.View(func(txn *badger.Txn) error {
-		item, err := txn.Get(dataKey(e.d.Hash))
-		if err != nil {
-			return err
+	// Compaction may move the blob between the lookup and the read: look
+	// its place up again then. A blob evicted meanwhile is not found.
+	for attempt := 0; attempt < 3; attempt++ {
+		pk, off := s.index.location(e)
+		data, err := s.packs.read(pk.id, off, e.stored)
+		if errors.Is(err, errPackGone) {
+			continue
 		}
-		data, err = item.ValueCopy(nil)
-		return err
-	})
-	if errors.Is(err, badger.ErrKeyNotFound) {
-		return nil, &cas.MissingError{Digest: e.d}
+		if err != nil {
+			return nil, fmt.Errorf("read %v: %w", e.d, err)
+		}
+		return io.NopCloser(bytes.NewReader(data)), nil
 	}
-	if err != nil {
-		return nil, fmt.Errorf("read %v: %w", e.d, err)
-	}
-	return io.NopCloser(bytes.NewReader(data)), nil
+	return nil, &cas.MissingError{Digest: e.d}
 }
 
 // FindMissing implements cas.MissingFinder from the in-memory index.

@@ -11,12 +11,10 @@ import (
 // self-delimiting suffix, so prefixes never collide.
 const (
 	prefixMeta   = 'm' // m + hash: entry metadata (see entry.meta)
-	prefixData   = 'd' // d + hash: content of an inline blob
 	prefixAction = 'a' // a + instance + 0 + hash: serialized ActionResult
 )
 
 func metaKey(h digest.Hash) []byte { return append([]byte{prefixMeta}, h[:]...) }
-func dataKey(h digest.Hash) []byte { return append([]byte{prefixData}, h[:]...) }
 
 func actionKey(k cas.ActionKey) []byte {
 	b := make([]byte, 0, 2+len(k.Instance)+digest.HashSize+8)

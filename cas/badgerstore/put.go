@@ -88,12 +88,16 @@ type staged struct {
 func (st *staged) commit(s *Store) error {
 	e := st.entry
 	if !e.enc.inFile() {
-		return s.db.Update(func(txn *badger.Txn) error {
-			if err := txn.Set(dataKey(e.d.Hash), st.value); err != nil {
-				return err
-			}
-			return txn.Set(metaKey(e.d.Hash), e.meta())
-		})
+		pk, offs, err := s.packs.appendBlobs([][]byte{st.value})
+		if err != nil {
+			return err
+		}
+		e.pk, e.off = pk, offs[0]
+		if err := s.db.Update(func(txn *badger.Txn) error { return txn.Set(metaKey(e.d.Hash), e.meta()) }); err != nil {
+			s.index.addDead(e.stored)
+			return err
+		}
+		return nil
 	}
 	final := s.blobPath(e.d.Hash, e.enc)
 	if err := os.MkdirAll(filepath.Dir(final), 0o700); err != nil {
@@ -166,13 +170,14 @@ func (c *countingReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// stageInline receives a small blob into memory. Compressed uploads are
+// stageInline receives a small blob into memory; commit appends it to a
+// pack. Compressed uploads are
 // kept compressed when that saves at least a tenth.
 func (s *Store) stageInline(d digest.Digest, r io.Reader, compressed bool) (*staged, error) {
 	var raw bytes.Buffer
 	raw.Grow(int(d.Size))
 	value := &raw
-	e := &entry{d: d, enc: inlineRaw, atime: time.Now().Unix()}
+	e := &entry{d: d, enc: packRaw, atime: time.Now().Unix()}
 	if compressed {
 		// Keep a copy of the compressed bytes as they pass. A zstd stream
 		// of n bytes never needs more than about n + n/128 + a frame
@@ -187,7 +192,7 @@ func (s *Store) stageInline(d digest.Digest, r io.Reader, compressed bool) (*sta
 			return nil, fmt.Errorf("%v: compressed stream longer than %d bytes: %w", d, limit, digest.ErrMismatch)
 		}
 		if int64(comp.Len()) < d.Size*9/10 {
-			value, e.enc = &comp, inlineZstd
+			value, e.enc = &comp, packZstd
 		}
 	} else if _, err := s.receive(&raw, d, r, false); err != nil {
 		return nil, err
@@ -251,7 +256,8 @@ func syncDir(dir string) error {
 }
 
 // PutBatch implements cas.BatchPutter: all small blobs of the batch are
-// committed in one Badger write, so the batch costs one fsync.
+// appended to a pack with one write and one (shared) fdatasync, and their
+// metadata committed in one Badger write.
 func (s *Store) PutBatch(ctx context.Context, blobs []cas.Blob) []error {
 	errs := make([]error, len(blobs))
 	var todo []int // indexes of valid, non-empty, inline-sized blobs
@@ -286,7 +292,7 @@ func (s *Store) PutBatch(ctx context.Context, blobs []cas.Blob) []error {
 		if s.index.lookup(d) != nil {
 			continue
 		}
-		write = append(write, &entry{d: d, enc: inlineRaw, stored: d.Size, atime: time.Now().Unix()})
+		write = append(write, &entry{d: d, enc: packRaw, stored: d.Size, atime: time.Now().Unix()})
 		data = append(data, blobs[i].Data)
 		total += d.Size
 	}
@@ -305,17 +311,21 @@ func (s *Store) PutBatch(ctx context.Context, blobs []cas.Blob) []error {
 		return fail(err)
 	}
 	defer s.index.release(total)
+	pk, offs, err := s.packs.appendBlobs(data)
+	if err != nil {
+		return fail(err)
+	}
 	wb := s.db.NewWriteBatch()
 	defer wb.Cancel()
 	for j, e := range write {
-		if err := wb.Set(dataKey(e.d.Hash), data[j]); err != nil {
-			return fail(err)
-		}
+		e.pk, e.off = pk, offs[j]
 		if err := wb.Set(metaKey(e.d.Hash), e.meta()); err != nil {
+			s.index.addDead(total)
 			return fail(err)
 		}
 	}
 	if err := wb.Flush(); err != nil {
+		s.index.addDead(total)
 		return fail(err)
 	}
 	for _, e := range write {

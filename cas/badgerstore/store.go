@@ -55,8 +55,14 @@ type Store struct {
 	blobs string // directory of large blob files
 	tmp   string // directory of uploads in progress
 	index *index
+	packs *packs
 	puts  inflight
-	stop  chan struct{}
+	// compacting serializes compactions (background and in makeRoom).
+	compacting sync.Mutex
+	stop       chan struct{}
+	// compactNow asks the background loop to compact packs early, when
+	// eviction left many dead bytes.
+	compactNow chan struct{}
 	// flushedAt is when access times were last persisted (unix seconds).
 	flushedAt atomic.Int64
 	wg        sync.WaitGroup // background loops
@@ -83,6 +89,8 @@ func Open(opts Options) (*Store, error) {
 		index: newIndex(),
 		puts:  inflight{m: map[digest.Hash]chan struct{}{}},
 		stop:  make(chan struct{}),
+
+		compactNow: make(chan struct{}, 1),
 	}
 	if err := os.RemoveAll(s.tmp); err != nil {
 		return nil, fmt.Errorf("clear %s: %w", s.tmp, err)
@@ -92,20 +100,27 @@ func Open(opts Options) (*Store, error) {
 			return nil, err
 		}
 	}
+	packs, err := openPacks(filepath.Join(opts.Dir, "packs"), packBytes(opts.MaxSize))
+	if err != nil {
+		return nil, err
+	}
+	s.packs = packs
 	bopts := badger.DefaultOptions(filepath.Join(opts.Dir, "badger")).
 		WithSyncWrites(true).
-		// Blob bodies above a few KiB live in the value log, keeping the
-		// LSM tree small; metadata and AC entries stay in the tree.
-		WithValueThreshold(4 << 10).
+		// Blob bodies are in packs and files; Badger holds metadata and AC
+		// entries, which stay in the LSM tree below this size.
+		WithValueThreshold(64 << 10).
 		WithLogger(badgerLogger{opts.Logger}).
 		WithMetricsEnabled(false)
 	db, err := badger.Open(bopts)
 	if err != nil {
+		packs.close()
 		return nil, fmt.Errorf("open badger in %s: %w", opts.Dir, err)
 	}
 	s.db = db
 	if err := s.load(); err != nil {
 		db.Close()
+		packs.close()
 		return nil, err
 	}
 	s.wg.Add(1)
@@ -122,6 +137,7 @@ func (s *Store) Close() error {
 		s.wg.Wait()
 		s.flushAccessTimes()
 		err = s.db.Close()
+		s.packs.close()
 	})
 	return err
 }
@@ -145,9 +161,12 @@ func (s *Store) background() {
 			return
 		case <-flush.C:
 			s.flushAccessTimes()
+			s.compact(deadTarget(s.opts.MaxSize))
+		case <-s.compactNow:
+			s.compact(deadTarget(s.opts.MaxSize))
 		case <-gc.C:
-			// Reclaim space of evicted small blobs: each call rewrites at
-			// most one value log file that is at least half garbage.
+			// Reclaim value log space of rewritten AC entries: each call
+			// rewrites at most one value log file at least half garbage.
 			for s.db.RunValueLogGC(0.5) == nil {
 			}
 		}
