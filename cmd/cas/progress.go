@@ -133,8 +133,8 @@ type progressStore struct {
 }
 
 var (
-	_ cas.BlobStore    = (*progressStore)(nil)
-	_ cas.BatchPutter  = (*progressStore)(nil)
+	_ cas.BlobStore   = (*progressStore)(nil)
+	_ cas.BatchPutter = (*progressStore)(nil)
 	_ cas.BatchGetter = (*progressStore)(nil)
 )
 

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/mound-build/mound/cas/badgerstore"
+	"github.com/mound-build/mound/cmd/internal/flags"
 	"github.com/mound-build/mound/execution"
 	"github.com/mound-build/mound/scheduler"
 	"github.com/mound-build/mound/server"
@@ -29,7 +30,7 @@ func main() {
 	listen := flag.String("listen", "127.0.0.1:8980", "gRPC address (REAPI)")
 	httpAddr := flag.String("http", "127.0.0.1:8981", "HTTP address (metrics); empty to disable")
 	data := flag.String("data", ".mound", "data directory")
-	maxSize := byteSize(0)
+	maxSize := flags.ByteSize(0)
 	flag.Var(&maxSize, "max-size", "largest size of stored blobs, e.g. 10GiB (0: unbounded); least recently used blobs are evicted")
 	var exec execution.Options
 	flag.DurationVar(&exec.DefaultTimeout, "default-timeout", 15*time.Minute, "timeout of actions that ask for none")

@@ -1,4 +1,4 @@
-package main
+package flags
 
 import (
 	"fmt"
@@ -6,8 +6,8 @@ import (
 	"strings"
 )
 
-// byteSize is a flag value such as "512MiB", "10GB" or "1048576".
-type byteSize int64
+// ByteSize is a flag value such as "512MiB", "10GB" or "1048576".
+type ByteSize int64
 
 var byteUnits = []struct {
 	suffix string
@@ -18,9 +18,11 @@ var byteUnits = []struct {
 	{"K", 1 << 10}, {"M", 1 << 20}, {"G", 1 << 30}, {"T", 1 << 40}, {"B", 1},
 }
 
-func (b *byteSize) String() string { return strconv.FormatInt(int64(*b), 10) }
+// String implements flag.Value.
+func (b *ByteSize) String() string { return strconv.FormatInt(int64(*b), 10) }
 
-func (b *byteSize) Set(s string) error {
+// Set implements flag.Value.
+func (b *ByteSize) Set(s string) error {
 	num, mult := strings.TrimSpace(s), int64(1)
 	for _, u := range byteUnits {
 		if strings.HasSuffix(num, u.suffix) {
@@ -32,6 +34,6 @@ func (b *byteSize) Set(s string) error {
 	if err != nil || f < 0 {
 		return fmt.Errorf("size %q is not a number of bytes with an optional unit (KiB, MiB, GiB, TiB, KB, MB, GB, TB)", s)
 	}
-	*b = byteSize(f * float64(mult))
+	*b = ByteSize(f * float64(mult))
 	return nil
 }

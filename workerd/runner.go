@@ -1,0 +1,221 @@
+package workerd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+
+	repb "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	spb "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/mound-build/mound/cas"
+	"github.com/mound-build/mound/cas/digest"
+	"github.com/mound-build/mound/cas/remote"
+	"github.com/mound-build/mound/scheduler/workerpb"
+	"github.com/mound-build/mound/workerd/blobcache"
+	"github.com/mound-build/mound/workerd/inputs"
+	"github.com/mound-build/mound/workerd/outputs"
+	"github.com/mound-build/mound/workerd/sandbox"
+)
+
+// runner runs one task at a time per call: inputs, sandbox, outputs.
+type runner struct {
+	opts    Options
+	actions string // directory of per-action directories
+	cache   *blobcache.Cache
+
+	mu      sync.Mutex
+	remotes map[string]*remote.Client // by instance name; guarded by mu
+}
+
+func newRunner(opts Options) (*runner, error) {
+	if err := sandbox.Available(); err != nil {
+		return nil, fmt.Errorf("workerd: cannot run sandboxed actions here: %w", err)
+	}
+	r := &runner{opts: opts, actions: filepath.Join(opts.Dir, "actions"), remotes: map[string]*remote.Client{}}
+	if err := cleanDir(r.actions); err != nil {
+		return nil, fmt.Errorf("workerd: clean %s: %w", r.actions, err)
+	}
+	rc, err := r.remote("")
+	if err != nil {
+		return nil, err
+	}
+	r.cache, err = blobcache.Open(blobcache.Options{Dir: filepath.Join(opts.Dir, "cache"), MaxBytes: opts.CacheBytes, Remote: rc, Logger: opts.Logger})
+	if err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// remote returns the CAS client of an instance.
+func (r *runner) remote(instance string) (*remote.Client, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if c := r.remotes[instance]; c != nil {
+		return c, nil
+	}
+	c, err := remote.New(r.opts.Conn, remote.Options{Instance: instance})
+	if err != nil {
+		return nil, err
+	}
+	r.remotes[instance] = c
+	return c, nil
+}
+
+// run executes a task and returns what to report. It never returns nil.
+func (r *runner) run(ctx context.Context, task *workerpb.Task) *repb.ExecuteResponse {
+	md := &repb.ExecutedActionMetadata{Worker: r.opts.Name, WorkerStartTimestamp: timestamppb.Now(), QueuedTimestamp: task.GetQueuedAt()}
+	resp, err := r.execute(ctx, task, md)
+	if err != nil {
+		r.opts.Logger.Warn("action failed to run", "task", task.GetTaskId(), "action", task.GetActionDigest(), "err", err)
+		return &repb.ExecuteResponse{Status: errorStatus(err)}
+	}
+	return resp
+}
+
+func (r *runner) execute(ctx context.Context, task *workerpb.Task, md *repb.ExecutedActionMetadata) (*repb.ExecuteResponse, error) {
+	action, cmd := &repb.Action{}, &repb.Command{}
+	if err := proto.Unmarshal(task.GetAction(), action); err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "malformed Action: %v", err)
+	}
+	if err := proto.Unmarshal(task.GetCommand(), cmd); err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "malformed Command: %v", err)
+	}
+	rootDigest, err := digest.FromProto(action.GetInputRootDigest())
+	if err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "input_root_digest: %v", err)
+	}
+	store, err := r.remote(task.GetInstanceName())
+	if err != nil {
+		return nil, err
+	}
+	dir, err := os.MkdirTemp(r.actions, "a-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	root := filepath.Join(dir, "root")
+
+	md.InputFetchStartTimestamp = timestamppb.Now()
+	if _, err := inputs.Materialize(ctx, inputs.Source{Directories: store, Files: r.cache}, rootDigest, root); err != nil {
+		return nil, fmt.Errorf("fetch inputs: %w", err)
+	}
+	if err := inputs.PrepareOutputs(root, cmd, r.opts.UID, r.opts.GID); err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "outputs: %v", err)
+	}
+	md.InputFetchCompletedTimestamp = timestamppb.Now()
+
+	stdout, err := os.Create(filepath.Join(dir, "stdout"))
+	if err != nil {
+		return nil, err
+	}
+	defer stdout.Close()
+	stderr, err := os.Create(filepath.Join(dir, "stderr"))
+	if err != nil {
+		return nil, err
+	}
+	defer stderr.Close()
+	env := make([]string, 0, len(cmd.GetEnvironmentVariables()))
+	for _, v := range cmd.GetEnvironmentVariables() {
+		env = append(env, v.GetName()+"="+v.GetValue())
+	}
+	platform := action.GetPlatform()
+	if len(platform.GetProperties()) == 0 {
+		platform = cmd.GetPlatform()
+	}
+	md.ExecutionStartTimestamp = timestamppb.Now()
+	res, err := sandbox.Run(ctx, sandbox.Spec{
+		ExecRoot: root, WorkDir: cmd.GetWorkingDirectory(), Args: cmd.GetArguments(), Env: env,
+		Network: property(platform, "network") == "on", Timeout: task.GetTimeout().AsDuration(),
+		Stdout: stdout, Stderr: stderr, UID: r.opts.UID, GID: r.opts.GID,
+	})
+	md.ExecutionCompletedTimestamp = timestamppb.Now()
+	switch {
+	case errors.Is(err, sandbox.ErrInvalidSpec):
+		return nil, status.Errorf(codes.InvalidArgument, "%v", err)
+	case errors.Is(err, sandbox.ErrStart):
+		// The command cannot start (not found, not executable): the
+		// action's own fault, reported like a failing command would be.
+		fmt.Fprintf(stderr, "mound: %v\n", err)
+		res = sandbox.Result{ExitCode: 127}
+	case ctx.Err() != nil && !errors.Is(ctx.Err(), context.DeadlineExceeded) && !res.TimedOut:
+		return nil, status.Error(codes.Canceled, "cancelled")
+	case err != nil && !res.TimedOut:
+		return nil, fmt.Errorf("sandbox: %w", err)
+	}
+
+	md.OutputUploadStartTimestamp = timestamppb.Now()
+	result, err := outputs.Collect(ctx, root, cmd, store)
+	if err != nil {
+		return nil, fmt.Errorf("collect outputs: %w", err)
+	}
+	result.ExitCode = int32(res.ExitCode)
+	for _, std := range []struct {
+		file *os.File
+		dst  **repb.Digest
+	}{{stdout, &result.StdoutDigest}, {stderr, &result.StderrDigest}} {
+		d, err := outputs.UploadFile(ctx, store, std.file.Name())
+		if err != nil {
+			return nil, fmt.Errorf("upload %s: %w", filepath.Base(std.file.Name()), err)
+		}
+		*std.dst = d.Proto()
+	}
+	md.OutputUploadCompletedTimestamp = timestamppb.Now()
+	md.WorkerCompletedTimestamp = timestamppb.Now()
+	result.ExecutionMetadata = md
+	resp := &repb.ExecuteResponse{Result: result, Status: &spb.Status{}}
+	if res.TimedOut {
+		resp.Status = &spb.Status{Code: int32(codes.DeadlineExceeded), Message: fmt.Sprintf("action timed out after %v", task.GetTimeout().AsDuration())}
+	}
+	return resp, nil
+}
+
+func property(p *repb.Platform, name string) string {
+	for _, prop := range p.GetProperties() {
+		if prop.GetName() == name {
+			return prop.GetValue()
+		}
+	}
+	return ""
+}
+
+// errorStatus turns a failure to run an action into the status of its
+// ExecuteResponse. A blob missing from the CAS is FAILED_PRECONDITION with
+// a MISSING violation, so the client uploads it and retries.
+func errorStatus(err error) *spb.Status {
+	var missing *cas.MissingError
+	if errors.As(err, &missing) {
+		pf := &errdetails.PreconditionFailure{Violations: []*errdetails.PreconditionFailure_Violation{{
+			Type: "MISSING", Subject: "blobs/" + missing.Digest.String(),
+		}}}
+		st := status.New(codes.FailedPrecondition, err.Error())
+		if withDetails, derr := st.WithDetails(pf); derr == nil {
+			st = withDetails
+		}
+		return st.Proto()
+	}
+	if errors.Is(err, cas.ErrNotFound) || errors.Is(err, outputs.ErrWrongType) {
+		return status.New(codes.FailedPrecondition, err.Error()).Proto()
+	}
+	if errors.Is(err, inputs.ErrInvalid) || errors.Is(err, inputs.ErrBadOutput) {
+		return status.New(codes.InvalidArgument, err.Error()).Proto()
+	}
+	st, ok := status.FromError(err)
+	if !ok || st.Code() == codes.Unknown {
+		msg := err.Error()
+		if errors.Is(err, context.DeadlineExceeded) {
+			return status.New(codes.DeadlineExceeded, msg).Proto()
+		}
+		return status.New(codes.Internal, strings.TrimSpace(msg)).Proto()
+	}
+	return st.Proto()
+}
