@@ -10,10 +10,10 @@ DATA ?= .mound
 build:
 	$(GO) build -o $(BIN)/ ./cmd/...
 
-# Starts the server on an embedded default store in ./.mound and prints how
-# to point Bazel at it.
+# Starts the server on an embedded default store in ./.mound, with one
+# local worker, and prints how to point Bazel at it.
 run: build
-	$(BIN)/mound --listen $(LISTEN) --http $(HTTP) --data $(DATA)
+	LISTEN=$(LISTEN) HTTP=$(HTTP) DATA=$(DATA) bash scripts/run.sh
 
 # Installs what the tests need when missing (Bazel, fuse3), then runs every
 # test, including the conformance suite against a real mound and a real
