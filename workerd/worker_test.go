@@ -1,0 +1,225 @@
+package workerd_test
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"cloud.google.com/go/longrunning/autogen/longrunningpb"
+	repb "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/mound-build/mound/cas"
+	"github.com/mound-build/mound/cas/digest"
+	"github.com/mound-build/mound/cas/memstore"
+	"github.com/mound-build/mound/scheduler"
+	"github.com/mound-build/mound/scheduler/workerpb"
+	"github.com/mound-build/mound/server"
+	"github.com/mound-build/mound/workerd"
+	"github.com/mound-build/mound/workerd/sandbox"
+)
+
+func TestMain(m *testing.M) {
+	sandbox.RunInitIfRequested()
+	os.Exit(m.Run())
+}
+
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+// cluster is a mound server with one in-process worker.
+type cluster struct {
+	store *memstore.Store
+	conn  *grpc.ClientConn
+	done  chan error // Run's result
+	stop  context.CancelFunc
+}
+
+func newCluster(t *testing.T) *cluster {
+	t.Helper()
+	store := memstore.New()
+	sched := scheduler.New(scheduler.Options{Logger: quiet})
+	srv, err := server.New(server.Options{Blobs: store, Actions: store, Scheduler: sched, Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.ServeGRPC(lis)
+	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := workerd.New(workerd.Options{Conn: conn, Name: "test-worker", Jobs: 2, Dir: t.TempDir(), Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	c := &cluster{store: store, conn: conn, done: make(chan error, 1), stop: cancel}
+	go func() { c.done <- w.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		<-c.done
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		srv.Stop(ctx)
+		sched.Close()
+		conn.Close()
+	})
+	// Wait until the worker has connected.
+	admin := workerpb.NewAdminClient(conn)
+	deadline := time.After(20 * time.Second)
+	for {
+		resp, err := admin.ListWorkers(context.Background(), &workerpb.ListWorkersRequest{})
+		if err == nil && len(resp.Workers) == 1 {
+			return c
+		}
+		select {
+		case <-deadline:
+			t.Fatalf("worker did not connect: %v %v", resp, err)
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+}
+
+func (c *cluster) put(t *testing.T, data []byte) digest.Digest {
+	d := digest.OfBytes(data)
+	if errs := cas.PutBatch(context.Background(), c.store, []cas.Blob{{Digest: d, Data: data}}); errs[0] != nil {
+		t.Fatal(errs[0])
+	}
+	return d
+}
+
+func (c *cluster) putMsg(t *testing.T, m proto.Message) digest.Digest {
+	b, _, err := digest.OfMessage(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c.put(t, b)
+}
+
+// execute runs cmd with one input file and returns the final response.
+func (c *cluster) execute(t *testing.T, cmd *repb.Command, timeout time.Duration) *repb.ExecuteResponse {
+	t.Helper()
+	in := c.put(t, []byte("input content\n"))
+	root := c.putMsg(t, &repb.Directory{Files: []*repb.FileNode{{Name: "in.txt", Digest: in.Proto()}}})
+	action := &repb.Action{CommandDigest: c.putMsg(t, cmd).Proto(), InputRootDigest: root.Proto()}
+	if timeout > 0 {
+		action.Timeout = durationpb.New(timeout)
+	}
+	ad := c.putMsg(t, action)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	stream, err := repb.NewExecutionClient(c.conn).Execute(ctx, &repb.ExecuteRequest{ActionDigest: ad.Proto(), SkipCacheLookup: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var last *longrunningpb.Operation
+	for {
+		op, err := stream.Recv()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		last = op
+	}
+	resp := &repb.ExecuteResponse{}
+	if err := last.GetResponse().UnmarshalTo(resp); err != nil {
+		t.Fatalf("final operation %v: %v", last, err)
+	}
+	return resp
+}
+
+func (c *cluster) read(t *testing.T, p *repb.Digest) string {
+	t.Helper()
+	d, err := digest.FromProto(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := cas.ReadAll(context.Background(), c.store, d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+func TestWorkerRunsAction(t *testing.T) {
+	c := newCluster(t)
+	resp := c.execute(t, &repb.Command{
+		Arguments:            []string{"sh", "-c", "tr a-z A-Z < in.txt > out/result.txt; echo to stdout; echo to stderr >&2; id -u"},
+		EnvironmentVariables: []*repb.Command_EnvironmentVariable{{Name: "PATH", Value: "/usr/bin:/bin"}},
+		OutputFiles:          []string{"out/result.txt"},
+	}, 0)
+	if resp.GetStatus().GetCode() != 0 || resp.Result.GetExitCode() != 0 {
+		t.Fatalf("response %v", resp)
+	}
+	if len(resp.Result.OutputFiles) != 1 || c.read(t, resp.Result.OutputFiles[0].Digest) != "INPUT CONTENT\n" {
+		t.Fatalf("outputs %v", resp.Result.OutputFiles)
+	}
+	stdout := c.read(t, resp.Result.StdoutDigest)
+	if !strings.HasPrefix(stdout, "to stdout\n") || strings.HasSuffix(stdout, "\n0\n") {
+		t.Errorf("stdout %q (the action must not run as root)", stdout)
+	}
+	if got := c.read(t, resp.Result.StderrDigest); got != "to stderr\n" {
+		t.Errorf("stderr %q", got)
+	}
+	md := resp.Result.ExecutionMetadata
+	if md.GetWorker() != "test-worker" || md.GetExecutionStartTimestamp() == nil || md.GetOutputUploadCompletedTimestamp() == nil {
+		t.Errorf("metadata %v", md)
+	}
+}
+
+func TestWorkerTimeoutKeepsPartialOutput(t *testing.T) {
+	c := newCluster(t)
+	start := time.Now()
+	resp := c.execute(t, &repb.Command{Arguments: []string{"/bin/sh", "-c", "echo started; exec sleep 60"}}, time.Second)
+	if codes.Code(resp.GetStatus().GetCode()) != codes.DeadlineExceeded {
+		t.Fatalf("status %v, want DEADLINE_EXCEEDED", resp.GetStatus())
+	}
+	if time.Since(start) > 20*time.Second {
+		t.Errorf("timeout took %v", time.Since(start))
+	}
+	if got := c.read(t, resp.GetResult().GetStdoutDigest()); got != "started\n" {
+		t.Errorf("partial stdout %q", got)
+	}
+}
+
+func TestWorkerMissingCommandIsReported(t *testing.T) {
+	c := newCluster(t)
+	resp := c.execute(t, &repb.Command{Arguments: []string{"no-such-program"}, EnvironmentVariables: []*repb.Command_EnvironmentVariable{{Name: "PATH", Value: "/usr/bin:/bin"}}}, 0)
+	if resp.GetStatus().GetCode() != 0 || resp.Result.GetExitCode() != 127 {
+		t.Fatalf("response %v, want exit code 127", resp)
+	}
+	if got := c.read(t, resp.Result.StderrDigest); !strings.Contains(got, "no-such-program") {
+		t.Errorf("stderr %q does not name the program", got)
+	}
+}
+
+func TestDrainedWorkerLeaves(t *testing.T) {
+	c := newCluster(t)
+	admin := workerpb.NewAdminClient(c.conn)
+	if _, err := admin.SetWorkerState(context.Background(), &workerpb.SetWorkerStateRequest{Name: "test-worker", State: workerpb.WorkerState_DRAINING}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-c.done:
+		if err != nil {
+			t.Fatalf("Run after drain: %v", err)
+		}
+		c.done <- nil // for the cleanup
+	case <-time.After(20 * time.Second):
+		t.Fatal("drained idle worker did not leave")
+	}
+}
