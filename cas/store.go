@@ -86,6 +86,14 @@ type BatchGetter interface {
 	GetBatch(ctx context.Context, ds []digest.Digest) ([][]byte, []error)
 }
 
+// Mapped is an optional ability of a reader that a BlobGetter returns: its
+// unread content as memory (a mapped file), valid until Close. A caller that
+// sends bytes on (ByteStream Read) uses it to skip copying them into a
+// buffer first; it must not modify or keep the slice.
+type Mapped interface {
+	Bytes() []byte
+}
+
 // ZstdGetter is an optional ability of a BlobGetter: returning a blob as a
 // zstd stream without recompressing it, for stores that keep blobs
 // compressed. Callers fall back to compressing Get's output.

@@ -9,6 +9,8 @@ import (
 	"io"
 	"os"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/mound-build/mound/cas"
 	"github.com/mound-build/mound/cas/digest"
 )
@@ -30,6 +32,12 @@ func (s *Store) Get(ctx context.Context, d digest.Digest, offset int64) (io.Read
 		return nil, err
 	}
 	if !e.enc.compressed() {
+		if f, ok := stored.(*os.File); ok && e.stored <= maxMapped {
+			if m, err := mapFile(f, offset); err == nil {
+				return m, nil
+			}
+			// Fall back to reading the file.
+		}
 		if f, ok := stored.(*os.File); ok && offset > 0 {
 			if _, err := f.Seek(offset, io.SeekStart); err != nil {
 				f.Close()
@@ -115,3 +123,54 @@ type readCloser struct {
 }
 
 func (r readCloser) Close() error { return r.close() }
+
+// maxMapped bounds the blobs read through a memory mapping (with its pages
+// populated at once); larger ones are read with read(2) so that a few huge
+// reads do not pin gigabytes of page tables.
+const maxMapped = 256 << 20
+
+// mapped is a file blob mapped into memory, for readers that can send the
+// bytes on without copying them first (cas.Mapped).
+type mapped struct {
+	data []byte // the whole file
+	off  int    // next byte to read
+}
+
+// mapFile maps f read-only from offset on and closes f (the mapping keeps
+// the file's pages).
+func mapFile(f *os.File, offset int64) (*mapped, error) {
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if st.Size() == 0 || offset > st.Size() {
+		return nil, fmt.Errorf("cannot map %s", f.Name())
+	}
+	data, err := unix.Mmap(int(f.Fd()), 0, int(st.Size()), unix.PROT_READ, unix.MAP_SHARED|unix.MAP_POPULATE)
+	if err != nil {
+		return nil, err
+	}
+	return &mapped{data: data, off: int(offset)}, nil
+}
+
+func (m *mapped) Read(p []byte) (int, error) {
+	if m.off >= len(m.data) {
+		return 0, io.EOF
+	}
+	n := copy(p, m.data[m.off:])
+	m.off += n
+	return n, nil
+}
+
+// Bytes implements cas.Mapped.
+func (m *mapped) Bytes() []byte { return m.data[m.off:] }
+
+func (m *mapped) Close() error {
+	if m.data == nil {
+		return nil
+	}
+	err := unix.Munmap(m.data)
+	m.data = nil
+	return err
+}

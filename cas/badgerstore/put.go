@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
+	"golang.org/x/sys/unix"
 
 	"github.com/mound-build/mound/cas"
 	"github.com/mound-build/mound/cas/digest"
@@ -215,7 +216,7 @@ func (s *Store) stageFile(d digest.Digest, r io.Reader, compressed bool) (st *st
 		}
 	}()
 	e := &entry{d: d, enc: fileRaw, atime: time.Now().Unix()}
-	w := bufio.NewWriterSize(f, copyBuffer)
+	w := bufio.NewWriterSize(&writeback{f: f}, copyBuffer)
 	if compressed {
 		e.enc = fileZstd
 		cw := &countingWriter{w: w}
@@ -233,6 +234,29 @@ func (s *Store) stageFile(d digest.Digest, r io.Reader, compressed bool) (st *st
 		return nil, err
 	}
 	return &staged{entry: e, tmp: f.Name()}, nil
+}
+
+// writebackEvery is how many bytes a large upload writes before it asks the
+// kernel to start writing them to disk: the final fsync then waits for the
+// last few MiB only, not for the whole blob.
+const writebackEvery = 8 << 20
+
+// writeback writes to f and starts write-back of every writebackEvery bytes
+// (sync_file_range without waiting; durability still comes from the fsync).
+type writeback struct {
+	f       *os.File
+	off     int64 // bytes written
+	started int64 // bytes whose write-back was started
+}
+
+func (w *writeback) Write(p []byte) (int, error) {
+	n, err := w.f.Write(p)
+	w.off += int64(n)
+	if w.off-w.started >= writebackEvery {
+		unix.SyncFileRange(int(w.f.Fd()), w.started, w.off-w.started, unix.SYNC_FILE_RANGE_WRITE)
+		w.started = w.off
+	}
+	return n, err
 }
 
 type countingWriter struct {

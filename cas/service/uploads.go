@@ -224,6 +224,30 @@ func (f *feed) Read(p []byte) (int, error) {
 	return n, nil
 }
 
+// WriteTo gives the Put the received chunks as they are, without copying
+// them through a read buffer.
+func (f *feed) WriteTo(w io.Writer) (int64, error) {
+	var total int64
+	for {
+		if len(f.cur) == 0 {
+			b, ok := <-f.ch
+			if !ok {
+				if f.closeErr == io.EOF {
+					return total, nil
+				}
+				return total, f.closeErr
+			}
+			f.cur = b
+		}
+		n, err := w.Write(f.cur)
+		total += int64(n)
+		f.cur = f.cur[n:]
+		if err != nil {
+			return total, err
+		}
+	}
+}
+
 // write hands b to the Put; it fails if the Put has already returned.
 func (f *feed) write(ctx context.Context, b []byte) error {
 	select {

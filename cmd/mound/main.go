@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 	"time"
 
@@ -41,6 +42,7 @@ func main() {
 	}
 	flag.Parse()
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	tuneGC()
 	if err := run(log, *listen, *httpAddr, *data, int64(maxSize), exec); err != nil {
 		log.Error("mound failed", "err", err)
 		os.Exit(1)
@@ -98,4 +100,22 @@ func run(log *slog.Logger, listen, httpAddr, data string, maxSize int64, exec ex
 	}
 	srv.Stop(ctx)
 	return nil
+}
+
+// tuneGC trades memory for CPU unless GOGC or GOMEMLIMIT say otherwise. The
+// server's live heap is small next to the bytes it streams, so Go's default
+// (a collection each time the heap doubles) collects every few MiB of
+// upload; measured with make bench, GOGC=400 lifts 64 MiB uploads at 4 in
+// flight from 40% to 67% of the floor. A soft limit of half the machine's
+// memory keeps a large index from growing the heap without bound.
+func tuneGC() {
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(400)
+	}
+	if os.Getenv("GOMEMLIMIT") == "" {
+		var info syscall.Sysinfo_t
+		if syscall.Sysinfo(&info) == nil {
+			debug.SetMemoryLimit(int64(info.Totalram) * int64(info.Unit) / 2)
+		}
+	}
 }
