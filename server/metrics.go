@@ -56,18 +56,30 @@ type storeStats interface {
 // storeCollector exports a store's size as gauges, read at scrape time.
 type storeCollector struct{ st storeStats }
 
+// storeEvictions is the optional ability of a store to count evictions.
+type storeEvictions interface {
+	Evictions() int64
+}
+
 var (
-	storeBlobsDesc = prometheus.NewDesc("mound_cas_blobs", "Blobs in the CAS.", nil, nil)
-	storeBytesDesc = prometheus.NewDesc("mound_cas_bytes", "Bytes the CAS uses for blobs, with per-blob overhead.", nil, nil)
+	storeEvictionsDesc = prometheus.NewDesc("mound_cas_evictions_total", "Blobs evicted to stay under the store's size limit.", nil, nil)
+	storeBlobsDesc     = prometheus.NewDesc("mound_cas_blobs", "Blobs in the CAS.", nil, nil)
+	storeBytesDesc     = prometheus.NewDesc("mound_cas_bytes", "Bytes the CAS uses for blobs, with per-blob overhead.", nil, nil)
 )
 
 func (c storeCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- storeBlobsDesc
 	ch <- storeBytesDesc
+	if _, ok := c.st.(storeEvictions); ok {
+		ch <- storeEvictionsDesc
+	}
 }
 
 func (c storeCollector) Collect(ch chan<- prometheus.Metric) {
 	n, size := c.st.Stats()
 	ch <- prometheus.MustNewConstMetric(storeBlobsDesc, prometheus.GaugeValue, float64(n))
 	ch <- prometheus.MustNewConstMetric(storeBytesDesc, prometheus.GaugeValue, float64(size))
+	if ev, ok := c.st.(storeEvictions); ok {
+		ch <- prometheus.MustNewConstMetric(storeEvictionsDesc, prometheus.CounterValue, float64(ev.Evictions()))
+	}
 }

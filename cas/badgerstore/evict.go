@@ -7,7 +7,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -16,11 +15,8 @@ import (
 	"github.com/mound-build/mound/cas/digest"
 )
 
-// evictions counts blobs evicted since the process started.
-var evictions atomic.Int64
-
-// Evictions reports how many blobs all stores in this process evicted.
-func Evictions() int64 { return evictions.Load() }
+// Evictions reports how many blobs the store evicted since it was opened.
+func (s *Store) Evictions() int64 { return s.evictions.Load() }
 
 // makeRoom reserves n bytes for a blob about to be written, evicting least
 // recently used blobs when the store would exceed MaxSize.
@@ -57,7 +53,7 @@ func (s *Store) evict(victims []*entry) {
 			s.log.Error("evict blob", "digest", e.d, "err", err)
 			continue
 		}
-		evictions.Add(1)
+		s.evictions.Add(1)
 	}
 	if max := s.opts.MaxSize; len(victims) > 0 && s.deadBytes() > deadTarget(max) {
 		select {

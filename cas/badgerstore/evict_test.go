@@ -91,7 +91,7 @@ func TestEvictionKeepsUnderMaxSize(t *testing.T) {
 			t.Errorf("file %s of an evicted blob is still on disk", p)
 		}
 	}
-	if Evictions() == 0 {
+	if s.Evictions() == 0 {
 		t.Error("eviction counter did not move")
 	}
 }

@@ -63,6 +63,7 @@ type Store struct {
 	// compactNow asks the background loop to compact packs early, when
 	// eviction left many dead bytes.
 	compactNow chan struct{}
+	evictions  atomic.Int64
 	// flushedAt is when access times were last persisted (unix seconds).
 	flushedAt atomic.Int64
 	wg        sync.WaitGroup // background loops
