@@ -11,7 +11,7 @@ import (
 )
 
 // cWorkspaceOutput is what //app:calc of testdata/cworkspace prints.
-const cWorkspaceOutput = "prime(10000)=104729 fib(1000)%1000000007=517691607 fnv=8f8af964733a4a0a\n"
+const cWorkspaceOutput = "CALC: prime(10000)=104729 fib(1000)%1000000007=517691607 fnv=8f8af964733a4a0a\n"
 
 // localRunners are the summary kinds of actions Bazel ran on this machine.
 // Bazel picks linux-sandbox where it can create namespaces (as root on the

@@ -27,7 +27,7 @@ type bazelWorkspace struct {
 	outputUserRoot string
 }
 
-// newBazelWorkspace copies testdata/<name> and the rules stand-ins into a
+// newBazelWorkspace copies testdata/<name> and the repository stand-ins into a
 // temporary directory, writes the workspace's .bazelrc, and arranges for
 // `bazel shutdown` when the test ends.
 func newBazelWorkspace(t *testing.T, name string) *bazelWorkspace {
@@ -48,17 +48,20 @@ func newBazelWorkspace(t *testing.T, name string) *bazelWorkspace {
 		t.Fatal(err)
 	}
 	rc := fmt.Sprintf(`# Written by the e2e tests.
-# Bazel 4 downloads rules_cc and rules_java for any C build; the tests run
-# offline, so they get local stand-ins that forward to the native rules.
+# Bazel 4 downloads rules_cc and rules_java for any C build, and
+# remote_coverage_tools for any test rule; the tests run offline, so they get
+# local stand-ins (forwarders to the native rules, and two tools that only
+# coverage would run).
 build --override_repository=rules_cc=%s
 build --override_repository=rules_java=%s
+build --override_repository=remote_coverage_tools=%s
 # Debian's /etc/bazel/bazelrc turns on --sandbox_debug, which makes
 # linux-sandbox write its mount log into every action's stderr.
 build --nosandbox_debug
 # Actions get a fixed PATH instead of the caller's, so action keys (and so
 # cache hits) do not depend on the environment the test runs in.
 build --incompatible_strict_action_env
-`, filepath.Join(stubs, "rules_cc"), filepath.Join(stubs, "rules_java"))
+`, filepath.Join(stubs, "rules_cc"), filepath.Join(stubs, "rules_java"), filepath.Join(stubs, "remote_coverage_tools"))
 	if err := os.WriteFile(filepath.Join(w.Dir, ".bazelrc"), []byte(rc), 0o666); err != nil {
 		t.Fatal(err)
 	}
@@ -81,7 +84,13 @@ build --incompatible_strict_action_env
 // run runs one Bazel command in the workspace and returns its combined
 // output, which is the only diagnosis Bazel gives.
 func (w *bazelWorkspace) run(args ...string) (string, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), bazelCommandTimeout)
+	return w.runContext(context.Background(), args...)
+}
+
+// runContext is run that also ends the command (killing the client, which
+// makes the server cancel it) when ctx is done.
+func (w *bazelWorkspace) runContext(ctx context.Context, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, bazelCommandTimeout)
 	defer cancel()
 	startup := []string{
 		"--output_user_root=" + w.outputUserRoot,

@@ -13,6 +13,11 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/mound-build/mound/scheduler/workerpb"
 )
 
 // binDir holds the binaries built by buildBinary; TestMain creates it and
@@ -86,6 +91,7 @@ type mound struct {
 	// grpc://GRPCAddr.
 	GRPCAddr string
 
+	admin  workerpb.AdminClient // on GRPCAddr; set once mound serves
 	cmd    *exec.Cmd
 	stdout *lineWatcher
 	stderr *lineWatcher
@@ -135,7 +141,49 @@ func startMound(t *testing.T) *mound {
 	case <-timeout.C:
 		t.Fatalf("mound printed no grpc:// address within a minute:\n%s", m.Log())
 	}
+	conn, err := grpc.NewClient(m.GRPCAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatalf("dial mound's admin service: %v", err)
+	}
+	// Registered after stop, so it runs first: the connection closes
+	// before the server does.
+	t.Cleanup(func() { conn.Close() })
+	m.admin = workerpb.NewAdminClient(conn)
 	return m
+}
+
+// adminCallTimeout bounds one Admin RPC; mound answers from memory.
+const adminCallTimeout = 10 * time.Second
+
+// Workers lists the workers connected to mound's scheduler, as `mound admin
+// workers` does.
+func (m *mound) Workers() ([]*workerpb.WorkerInfo, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), adminCallTimeout)
+	defer cancel()
+	resp, err := m.admin.ListWorkers(ctx, &workerpb.ListWorkersRequest{})
+	if err != nil {
+		return nil, fmt.Errorf("ListWorkers: %w", err)
+	}
+	return resp.GetWorkers(), nil
+}
+
+// errNoSuchWorker is Worker's answer when no worker of that name is
+// connected.
+var errNoSuchWorker = errors.New("no such worker connected")
+
+// Worker returns what mound's scheduler knows of the worker called name, or
+// errNoSuchWorker.
+func (m *mound) Worker(name string) (*workerpb.WorkerInfo, error) {
+	workers, err := m.Workers()
+	if err != nil {
+		return nil, err
+	}
+	for _, w := range workers {
+		if w.GetName() == name {
+			return w, nil
+		}
+	}
+	return nil, fmt.Errorf("worker %q: %w", name, errNoSuchWorker)
 }
 
 // stop sends SIGTERM, which mound handles by shutting down gracefully, and

@@ -1,0 +1,144 @@
+package e2e
+
+import (
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+)
+
+// TestSandboxThroughExecution builds, through Bazel and a mound worker,
+// genrules that try to get out of the sandbox (testdata/shworkspace/sandbox):
+// read the worker's directory, /root and a file elsewhere on the host,
+// connect to a port the test listens on, and leave a process running. Every
+// path is made readable by anyone, so only the sandbox stands in the way.
+func TestSandboxThroughExecution(t *testing.T) {
+	m := startMound(t)
+	// The worker's directory lies outside /tmp, so that the sandbox's
+	// private /tmp alone would not hide it. Removed after the worker has
+	// stopped (cleanups run last-registered first).
+	workerDir, err := os.MkdirTemp("/var/tmp", "mound-e2e-worker-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(workerDir) })
+	if err := os.Chmod(workerDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	planted := "planted-" + uniqueMarker("worker-file")
+	writeReadable(t, filepath.Join(workerDir, "planted.txt"), planted)
+	startWorker(t, m, workerOptions{Name: "sandbox", Jobs: 2, Dir: workerDir})
+
+	secretDir := t.TempDir()
+	secret := "secret-" + uniqueMarker("host-file")
+	secretPath := filepath.Join(secretDir, "secret.txt")
+	writeReadable(t, secretPath, secret)
+	// t.TempDir makes its directories 0700.
+	for _, d := range []string{secretDir, filepath.Dir(secretDir)} {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var connections atomic.Int32
+	accepted := make(chan struct{})
+	// The owner of this goroutine is the cleanup below, which closes the
+	// listener to end it and waits.
+	go func() {
+		defer close(accepted)
+		for {
+			c, err := lis.Accept()
+			if err != nil {
+				return
+			}
+			connections.Add(1)
+			c.Close()
+		}
+	}()
+	t.Cleanup(func() {
+		lis.Close()
+		<-accepted
+	})
+
+	w := newBazelWorkspace(t, "shworkspace")
+	marker := uniqueMarker("sandbox")
+	out := w.mustRun(t, append([]string{
+		"build", "//sandbox:escape", "//sandbox:orphan",
+		"--define=worker_dir=" + workerDir,
+		"--define=secret=" + secretPath,
+		"--define=port=" + strconv.Itoa(lis.Addr().(*net.TCPAddr).Port),
+		"--define=marker=" + marker,
+	}, remoteExecutionFlags(m)...)...)
+	s := mustParseProcessSummary(t, out)
+	t.Logf("build: %d processes %v", s.Total, s.ByKind)
+	checkRanOnly(t, "build", s, "remote")
+
+	escape := readOutput(t, w, "sandbox/escape.txt")
+	probes := map[string]string{} // probe name -> "ok: ..." or "failed: ..."
+	for _, line := range strings.Split(escape, "\n") {
+		if name, rest, ok := strings.Cut(line, ": "); ok && (strings.HasPrefix(rest, "ok: ") || strings.HasPrefix(rest, "failed: ")) {
+			probes[name] = rest
+		}
+	}
+	// The control: the probe works, and an action reads its own inputs.
+	if got := probes["read-own-input"]; !strings.HasPrefix(got, "ok: The genrule's own input") {
+		t.Errorf("read-own-input: %q, want the input file's text", got)
+	}
+	for _, name := range []string{"list-worker-dir", "read-worker-file", "list-root", "read-secret", "connect-host"} {
+		if got, ok := probes[name]; !ok {
+			t.Errorf("%s: no result", name)
+		} else if !strings.HasPrefix(got, "failed: ") {
+			t.Errorf("%s: the action succeeded: %q", name, got)
+		}
+	}
+	for _, leak := range []string{planted, secret} {
+		if strings.Contains(escape, leak) {
+			t.Errorf("the action read %q", leak)
+		}
+	}
+	if n := connections.Load(); n != 0 {
+		t.Errorf("the action connected to the test's listener on the host %d times", n)
+	}
+
+	// The orphan was running when its action ended; by the time Bazel has
+	// the result, it must be gone.
+	if got := readOutput(t, w, "sandbox/orphan.txt"); got != "running\n" {
+		t.Errorf("orphan.txt = %q, want %q: the genrule could not start its background process, so the check below means nothing", got, "running\n")
+	}
+	if left := processesWith(t, "mound-e2e-orphan-"+marker); len(left) > 0 {
+		t.Errorf("a process the action left behind still runs on the host: %v", left)
+	}
+	if t.Failed() {
+		t.Logf("escape.txt:\n%s\nBazel's output:\n%s", escape, out)
+	}
+}
+
+// writeReadable writes content to path, readable by anyone.
+func writeReadable(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// WriteFile's mode passes through the umask.
+	if err := os.Chmod(path, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// readOutput returns the content of a file Bazel built, by its path under
+// bazel-bin.
+func readOutput(t *testing.T, w *bazelWorkspace, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(w.Dir, "bazel-bin", path))
+	if err != nil {
+		t.Fatalf("output %s: %v", path, err)
+	}
+	return string(b)
+}

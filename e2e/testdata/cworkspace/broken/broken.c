@@ -1,0 +1,4 @@
+int broken_answer(void) {
+  int answer = 42
+  return answer;
+}
