@@ -164,7 +164,11 @@ func (s *Scheduler) loseLocked(w *worker, reason string) {
 	// No longer ACTIVE: a dispatch loop still iterating over this worker
 	// gives it nothing more.
 	w.state = workerpb.WorkerState_WORKER_STATE_UNSPECIFIED
-	s.log.Warn("worker gone", "worker", w.name, "reason", reason, "running", len(w.running))
+	if len(w.running) == 0 {
+		s.log.Info("worker left", "worker", w.name, "reason", reason)
+	} else {
+		s.log.Warn("worker lost with actions running; queueing them again", "worker", w.name, "reason", reason, "running", len(w.running))
+	}
 	for _, tk := range w.running {
 		tk.worker = nil
 		switch {
@@ -175,6 +179,7 @@ func (s *Scheduler) loseLocked(w *worker, reason string) {
 		default:
 			p.push(tk, true)
 			tk.events <- Event{Stage: Queued, At: time.Now()}
+			s.log.Info("action queued again", "task", tk.ID, "action", tk.Key.Action.String(), "attempt", tk.attempt+1)
 		}
 	}
 	clear(w.running)
