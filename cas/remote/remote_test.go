@@ -5,15 +5,11 @@ import (
 	"context"
 	"errors"
 	"io"
-	"log/slog"
-	"net"
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/test/bufconn"
 
 	"github.com/mound-build/mound/cas"
@@ -22,16 +18,6 @@ import (
 	"github.com/mound-build/mound/cas/storetest"
 	"github.com/mound-build/mound/server"
 )
-
-// testTimeout bounds each test's RPCs: generous on a loaded machine, short
-// enough that a hang fails the test rather than the whole run.
-const testTimeout = 30 * time.Second
-
-func testContext(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
-	t.Cleanup(cancel)
-	return ctx
-}
 
 // rpcCounts counts the RPCs a connection starts, by full method name.
 type rpcCounts struct {
@@ -65,13 +51,10 @@ const (
 	bsRead      = "/google.bytestream.ByteStream/Read"
 )
 
-// dialBufconn connects to lis, counting RPCs into counts. The connection is
-// closed when the test ends.
-func dialBufconn(t *testing.T, lis *bufconn.Listener, counts *rpcCounts) *grpc.ClientConn {
-	t.Helper()
-	conn, err := grpc.NewClient("passthrough:///bufconn",
-		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
+// countRPCs returns dial options that count the RPCs a connection starts
+// into counts.
+func countRPCs(counts *rpcCounts) []grpc.DialOption {
+	return []grpc.DialOption{
 		grpc.WithChainUnaryInterceptor(func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
 			counts.add(method)
 			return invoker(ctx, method, req, reply, cc, opts...)
@@ -80,33 +63,16 @@ func dialBufconn(t *testing.T, lis *bufconn.Listener, counts *rpcCounts) *grpc.C
 			counts.add(method)
 			return streamer(ctx, desc, cc, method, opts...)
 		}),
-	)
-	if err != nil {
-		t.Fatal(err)
 	}
-	t.Cleanup(func() { conn.Close() })
-	return conn
 }
 
 // startServer runs a mound server on blobs (and a fresh action cache) over
 // bufconn and returns a client of it; both end with the test.
 func startServer(t *testing.T, blobs cas.BlobStore, opts Options) (*Client, *rpcCounts) {
 	t.Helper()
-	lis := bufconn.Listen(1 << 20)
-	srv, err := server.New(server.Options{Blobs: blobs, Actions: memstore.New(), Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- srv.ServeGRPC(lis) }()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
-		defer cancel()
-		srv.Stop(ctx)
-		<-served
-	})
 	counts := &rpcCounts{n: map[string]int{}}
-	c, err := New(dialBufconn(t, lis, counts), opts)
+	conn := storetest.StartServer(t, server.Options{Blobs: blobs, Actions: memstore.New()}, countRPCs(counts)...)
+	c, err := New(conn, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -125,9 +91,7 @@ func newRemoteStore(t *testing.T, opts Options) storetest.Store {
 	// server reports results with missing outputs as misses
 	// (cas.CompleteActionCache), so the blob must exist.
 	out := []byte("out")
-	if err := mem.Put(context.Background(), digest.OfBytes(out), bytes.NewReader(out)); err != nil {
-		t.Fatal(err)
-	}
+	storetest.Put(t, mem, out)
 	c, _ := startServer(t, mem, opts)
 	return remoteStore{c}
 }
@@ -153,14 +117,14 @@ func TestInstance(t *testing.T) {
 	}
 	lis := bufconn.Listen(1 << 10)
 	defer lis.Close()
-	conn := dialBufconn(t, lis, &rpcCounts{n: map[string]int{}})
+	conn := storetest.DialBufconn(t, lis)
 	if _, err := New(conn, Options{Instance: "a/blobs/b"}); err == nil {
 		t.Error("New with a reserved instance segment succeeded")
 	}
 }
 
 func TestPutBatchPacking(t *testing.T) {
-	ctx := testContext(t)
+	ctx := storetest.Context(t)
 	mem := memstore.New()
 	c, counts := startServer(t, mem, Options{MaxBatchBytes: 1000})
 	var blobs []cas.Blob
@@ -224,7 +188,7 @@ func TestPutBatchPacking(t *testing.T) {
 }
 
 func TestFindMissingChunks(t *testing.T) {
-	ctx := testContext(t)
+	ctx := storetest.Context(t)
 	mem := memstore.New()
 	c, counts := startServer(t, mem, Options{})
 	var ds, want []digest.Digest
@@ -259,7 +223,7 @@ func TestFindMissingChunks(t *testing.T) {
 }
 
 func TestNotFound(t *testing.T) {
-	ctx := testContext(t)
+	ctx := storetest.Context(t)
 	c, _ := startServer(t, memstore.New(), Options{MaxBatchBytes: 100})
 	for _, size := range []int{10, 1000} { // batch and ByteStream
 		d := digest.OfBytes(storetest.Random(size))
@@ -304,7 +268,7 @@ func (s corruptStore) Get(ctx context.Context, d digest.Digest, offset int64) (i
 
 func TestCorruptServer(t *testing.T) {
 	for _, truncate := range []bool{false, true} {
-		ctx := testContext(t)
+		ctx := storetest.Context(t)
 		mem := memstore.New()
 		c, _ := startServer(t, corruptStore{BlobStore: mem, truncate: truncate}, Options{MaxBatchBytes: 1000})
 		small, large := storetest.Random(100), storetest.Random(3<<20+5)

@@ -54,7 +54,7 @@ func Run(t *testing.T, newStore func(t *testing.T) Store, largeSize int) {
 		if err := s.Put(context.Background(), digest.OfBytes(data), bytes.NewReader(bad)); !errors.Is(err, digest.ErrMismatch) {
 			t.Fatalf("Put of corrupted large blob: %v, want ErrMismatch", err)
 		}
-		d := put(t, s, data)
+		d := Put(t, s, data)
 		checkGet(t, s, d, 0, data)
 		checkGet(t, s, d, int64(largeSize/2), data[largeSize/2:])
 	})
@@ -82,13 +82,25 @@ func Compressible(n int) []byte {
 	return buf.Bytes()[:n]
 }
 
-func put(t *testing.T, s cas.BlobPutter, data []byte) digest.Digest {
+// Put stores data in s and returns its digest; an error fails the test.
+func Put(t testing.TB, s cas.BlobPutter, data []byte) digest.Digest {
 	t.Helper()
 	d := digest.OfBytes(data)
 	if err := s.Put(context.Background(), d, bytes.NewReader(data)); err != nil {
 		t.Fatalf("Put %v: %v", d, err)
 	}
 	return d
+}
+
+// PutMessage stores m, serialized deterministically, in s and returns its
+// digest; an error fails the test.
+func PutMessage(t testing.TB, s cas.BlobPutter, m proto.Message) digest.Digest {
+	t.Helper()
+	b, _, err := digest.OfMessage(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return Put(t, s, b)
 }
 
 func checkGet(t *testing.T, s cas.BlobGetter, d digest.Digest, offset int64, want []byte) {
@@ -109,15 +121,15 @@ func checkGet(t *testing.T, s cas.BlobGetter, d digest.Digest, offset int64, wan
 
 func testPutGet(t *testing.T, s Store) {
 	data := Random(1000)
-	d := put(t, s, data)
+	d := Put(t, s, data)
 	checkGet(t, s, d, 0, data)
-	put(t, s, data) // again: already present
+	Put(t, s, data) // again: already present
 	checkGet(t, s, d, 0, data)
 }
 
 func testOffsets(t *testing.T, s Store) {
 	data := Random(100)
-	d := put(t, s, data)
+	d := Put(t, s, data)
 	checkGet(t, s, d, 40, data[40:])
 	checkGet(t, s, d, 100, nil)
 	if _, err := s.Get(context.Background(), d, 101); !errors.Is(err, digest.ErrInvalid) {
@@ -132,7 +144,7 @@ func testMissing(t *testing.T, s Store) {
 	}
 	// The same hash with another size is another blob.
 	data := Random(10)
-	put(t, s, data)
+	Put(t, s, data)
 	other := digest.Digest{Hash: digest.OfBytes(data).Hash, Size: 11}
 	if _, err := s.Get(context.Background(), other, 0); !errors.Is(err, cas.ErrNotFound) {
 		t.Fatalf("Get with wrong size: %v, want ErrNotFound", err)
@@ -188,7 +200,7 @@ func testReadError(t *testing.T, s Store) {
 }
 
 func testFindMissing(t *testing.T, s Store) {
-	present := put(t, s, Random(10))
+	present := Put(t, s, Random(10))
 	a, b := digest.OfBytes(Random(11)), digest.OfBytes(Random(12))
 	got, err := s.FindMissing(context.Background(), []digest.Digest{a, present, b, a, digest.Empty})
 	if err != nil {
@@ -278,7 +290,7 @@ func testZstdData(t *testing.T, s Store, data []byte) {
 	}
 	zp, ok := cas.BlobPutter(s).(cas.ZstdPutter)
 	if !ok {
-		put(t, s, data)
+		Put(t, s, data)
 	} else {
 		bad := digest.OfBytes(append([]byte{1}, data...))
 		if err := zp.PutZstd(ctx, bad, bytes.NewReader(comp)); !errors.Is(err, digest.ErrMismatch) {

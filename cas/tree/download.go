@@ -3,7 +3,6 @@ package tree
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -16,9 +15,8 @@ import (
 	"github.com/mound-build/mound/cas/digest"
 )
 
-// Modes of what Write and DownloadFile create, whatever the umask.
+// Modes of the files Write and DownloadFile create, whatever the umask.
 const (
-	dirMode  fs.FileMode = 0o755
 	execMode fs.FileMode = 0o755
 	fileMode fs.FileMode = 0o644
 )
@@ -39,53 +37,42 @@ type target struct {
 	exec bool
 }
 
-// plan is what Write creates once the directories exist.
-type plan struct {
-	files map[digest.Digest][]target // by content
-	order []digest.Digest            // keys of files, in tree order
-	links [][2]string                // path, target
+// Write creates t's content under dir with Create, reading file contents
+// from g: files are 0755 when executable and 0644 otherwise, each distinct
+// content read once (small ones in groups through g's GetBatch when it has
+// one, large ones streamed to disk). dir must be absent (its parent
+// present) or an empty directory; on failure everything Write created is
+// removed.
+func (t *Tree) Write(ctx context.Context, g cas.BlobGetter, dir string) error {
+	return t.Create(ctx, dir, func(ctx context.Context, dir string, files []Contents) error {
+		return writeFiles(ctx, g, dir, files)
+	})
 }
 
-// Write creates t's content under dir, reading file contents from g. dir
-// must be absent (its parent present) or an empty directory. Directories
-// (mode 0755) are made first, then files (0755 when executable, 0644
-// otherwise; each distinct content read once: small ones in groups through
-// g's GetBatch when it has one, large ones streamed to disk), then the
-// symlinks, so that no file is ever written through a link. Names were
-// checked by Fetch, so nothing is written outside dir. On failure
-// everything Write created is removed.
-func (t *Tree) Write(ctx context.Context, g cas.BlobGetter, dir string) (err error) {
-	created, err := prepare(dir)
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if err != nil {
-			cleanup(dir, created)
-		}
-	}()
-	p := &plan{files: map[digest.Digest][]target{}}
-	if err := t.mkdirs(ctx, t.Root, dir, p); err != nil {
-		return err
-	}
+// writeFiles is Write's PlaceFunc.
+func writeFiles(ctx context.Context, g cas.BlobGetter, dir string, files []Contents) error {
+	targets := make(map[digest.Digest][]target, len(files))
 	var small, large []digest.Digest
-	for _, d := range p.order {
+	for _, c := range files {
+		for _, f := range c.Files {
+			targets[c.Digest] = append(targets[c.Digest], target{path: filepath.Join(dir, f.Path), exec: f.Executable})
+		}
 		switch {
-		case d.IsEmpty():
-			for _, tg := range p.files[d] {
+		case c.Digest.IsEmpty():
+			for _, tg := range targets[c.Digest] {
 				if err := writeFile(tg, nil, 0); err != nil {
 					return err
 				}
 			}
-		case d.Size > smallFileBytes:
-			large = append(large, d)
+		case c.Digest.Size > smallFileBytes:
+			large = append(large, c.Digest)
 		default:
-			small = append(small, d)
+			small = append(small, c.Digest)
 		}
 	}
-	name := func(d digest.Digest) string { return fmt.Sprintf("file %s", p.files[d][0].path) }
-	err = eachBlob(ctx, g, small, name, func(i int, data []byte) error {
-		for _, tg := range p.files[small[i]] {
+	name := func(d digest.Digest) string { return fmt.Sprintf("file %s", targets[d][0].path) }
+	err := eachBlob(ctx, g, small, name, func(i int, data []byte) error {
+		for _, tg := range targets[small[i]] {
 			if err := writeFile(tg, bytes.NewReader(data), int64(len(data))); err != nil {
 				return err
 			}
@@ -98,50 +85,9 @@ func (t *Tree) Write(ctx context.Context, g cas.BlobGetter, dir string) (err err
 	eg, ectx := errgroup.WithContext(ctx)
 	eg.SetLimit(transferParallelism)
 	for _, d := range large {
-		eg.Go(func() error { return writeLarge(ectx, g, d, p.files[d]) })
+		eg.Go(func() error { return writeLarge(ectx, g, d, targets[d]) })
 	}
-	if err := eg.Wait(); err != nil {
-		return err
-	}
-	for _, l := range p.links {
-		if err := os.Symlink(l[1], l[0]); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// mkdirs creates the subdirectories of the Directory d, which is at path,
-// and records its files and symlinks in p.
-func (t *Tree) mkdirs(ctx context.Context, d digest.Digest, path string, p *plan) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	dir := t.dirs[d]
-	for _, f := range dir.GetFiles() {
-		fd, _ := digest.FromProto(f.GetDigest()) // checked by Fetch
-		if _, ok := p.files[fd]; !ok {
-			p.order = append(p.order, fd)
-		}
-		p.files[fd] = append(p.files[fd], target{path: filepath.Join(path, f.GetName()), exec: f.GetIsExecutable()})
-	}
-	for _, sub := range dir.GetDirectories() {
-		sd, _ := digest.FromProto(sub.GetDigest())
-		subPath := filepath.Join(path, sub.GetName())
-		if err := os.Mkdir(subPath, dirMode); err != nil {
-			return err
-		}
-		if err := os.Chmod(subPath, dirMode); err != nil {
-			return err
-		}
-		if err := t.mkdirs(ctx, sd, subPath, p); err != nil {
-			return err
-		}
-	}
-	for _, l := range dir.GetSymlinks() {
-		p.links = append(p.links, [2]string{filepath.Join(path, l.GetName()), l.GetTarget()})
-	}
-	return nil
+	return eg.Wait()
 }
 
 // writeLarge streams the blob d from g into the first of targets and
@@ -206,46 +152,6 @@ func copyExactly(w io.Writer, r io.Reader, size int64) error {
 		return fmt.Errorf("%w: got %d bytes, digest says %d", digest.ErrMismatch, n, size)
 	}
 	return nil
-}
-
-// prepare makes dir, or checks that it is an empty directory, and reports
-// whether it made it.
-func prepare(dir string) (created bool, err error) {
-	err = os.Mkdir(dir, dirMode)
-	if err == nil {
-		return true, os.Chmod(dir, dirMode)
-	}
-	if !errors.Is(err, fs.ErrExist) {
-		return false, err
-	}
-	f, err := os.Open(dir)
-	if err != nil {
-		return false, err
-	}
-	defer f.Close()
-	if info, err := f.Stat(); err != nil {
-		return false, err
-	} else if !info.IsDir() {
-		return false, fmt.Errorf("%s exists and is not a directory", dir)
-	}
-	if names, err := f.Readdirnames(1); len(names) > 0 {
-		return false, fmt.Errorf("%s exists and is not empty", dir)
-	} else if err != nil && err != io.EOF {
-		return false, err
-	}
-	return false, nil
-}
-
-// cleanup removes what a failed Write made in dir.
-func cleanup(dir string, created bool) {
-	if created {
-		os.RemoveAll(dir)
-		return
-	}
-	entries, _ := os.ReadDir(dir)
-	for _, e := range entries {
-		os.RemoveAll(filepath.Join(dir, e.Name()))
-	}
 }
 
 // DownloadFile writes the blob d from g to path with mode, replacing what

@@ -16,25 +16,25 @@ import (
 	"github.com/mound-build/mound/cas/digest"
 )
 
-// Limits on the trees Fetch accepts: far beyond real source trees, and
-// small enough that a hostile tree (a small DAG that expands to billions of
-// paths, or a chain deeper than any path can be) is refused before
-// anything is written.
+// Limits on the trees Fetch accepts: far beyond real source trees and
+// input roots, and small enough that a hostile tree (a small DAG that
+// expands to billions of paths, or a chain deeper than any path can be) is
+// refused before anything is written.
 const (
-	// maxDepth is the deepest nesting of directories.
-	maxDepth = 1000
-	// maxEntries is the most files, directories and symlinks, counted per
+	// MaxDepth is the deepest nesting of directories below the root.
+	MaxDepth = 1000
+	// MaxEntries is the most files, directories and symlinks, counted per
 	// path (a directory referenced twice counts twice).
-	maxEntries = 10_000_000
+	MaxEntries = 10_000_000
 )
 
 // ErrInvalid is wrapped by every error Fetch returns for a tree that is
-// malformed or that Write would refuse.
+// malformed or that Create could not lay out safely.
 var ErrInvalid = errors.New("invalid tree")
 
 // Tree is a REAPI directory tree read from a CAS and checked: every name is
 // a single path component, unique within its directory, every digest is
-// valid, and the tree is within maxDepth and maxEntries.
+// valid, and the tree is within MaxDepth and MaxEntries.
 type Tree struct {
 	// Root is the digest of the top Directory message.
 	Root digest.Digest
@@ -49,14 +49,20 @@ type Tree struct {
 	dirs map[digest.Digest]*repb.Directory
 }
 
-// Fetch reads the tree whose root Directory is root from g, level by level,
-// and checks it (see Tree). A missing Directory is an error wrapping
-// cas.ErrNotFound; a malformed one wraps ErrInvalid. Errors name the
-// directory by its path in the tree.
+// Fetch reads the tree whose root Directory is root from g, level by level
+// (many Directory messages at once, through GetBatch when g has it), and
+// checks it (see Tree) before anything is written. A missing Directory is
+// an error wrapping cas.ErrNotFound (and the store's cas.MissingError); a
+// malformed or hostile one wraps ErrInvalid. Errors name the directory by
+// its path in the tree. A chain deeper than MaxDepth is refused as soon as
+// its level MaxDepth+1 is reached, before more of it is read.
 func Fetch(ctx context.Context, g cas.BlobGetter, root digest.Digest) (*Tree, error) {
 	t := &Tree{Root: root, dirs: map[digest.Digest]*repb.Directory{}}
 	where := map[digest.Digest]string{root: "."} // first path of each directory
-	for level := []digest.Digest{root}; len(level) > 0; {
+	for depth, level := 0, []digest.Digest{root}; len(level) > 0; depth++ {
+		if depth > MaxDepth {
+			return nil, fmt.Errorf("tree %v: %w: directories nest deeper than %d", root, ErrInvalid, MaxDepth)
+		}
 		msgs := make([][]byte, len(level))
 		name := func(d digest.Digest) string { return describe(root, d, where[d]) }
 		err := eachBlob(ctx, g, level, name, func(i int, b []byte) error {
@@ -101,18 +107,18 @@ func describe(root, d digest.Digest, path string) string {
 	return fmt.Sprintf("directory %q (%v)", path, d)
 }
 
-// checkDirectory refuses what could make Write leave its target or
+// checkDirectory refuses what could make Create leave its target or
 // overwrite its own entries.
 func checkDirectory(dir *repb.Directory) error {
-	names := map[string]bool{}
+	names := make(map[string]string, len(dir.GetFiles())+len(dir.GetDirectories())+len(dir.GetSymlinks()))
 	name := func(kind, n string) error {
 		if err := checkName(n); err != nil {
-			return fmt.Errorf("%w: %s %q: %v", ErrInvalid, kind, n, err)
+			return fmt.Errorf("%w: %s name %q %v", ErrInvalid, kind, n, err)
 		}
-		if names[n] {
-			return fmt.Errorf("%w: name %q appears twice", ErrInvalid, n)
+		if other, dup := names[n]; dup {
+			return fmt.Errorf("%w: name %q is both a %s and a %s", ErrInvalid, n, other, kind)
 		}
-		names[n] = true
+		names[n] = kind
 		return nil
 	}
 	for _, f := range dir.GetFiles() {
@@ -142,13 +148,13 @@ func checkDirectory(dir *repb.Directory) error {
 	return nil
 }
 
-// checkName accepts a single, non-special path component.
+// checkName accepts a single path component that names a new entry.
 func checkName(n string) error {
 	switch {
 	case n == "":
-		return errors.New("empty name")
+		return errors.New("is empty")
 	case n == "." || n == "..":
-		return errors.New("names the directory itself or its parent")
+		return errors.New("names a directory itself or its parent")
 	case strings.ContainsRune(n, '/'):
 		return errors.New("contains a slash")
 	case strings.ContainsRune(n, 0):
@@ -160,14 +166,20 @@ func checkName(n string) error {
 // dirSize is what a directory expands to.
 type dirSize struct {
 	files, dirs, links, bytes int64
-	depth                     int
+	height                    int // levels of directories below it
 }
 
-// measure counts t's entries per path and refuses trees beyond the limits.
+// measure counts t's entries per path and refuses trees beyond MaxDepth
+// and MaxEntries. Content addressing makes a cycle impossible in practice,
+// but a forged one is refused too. The recursion stops at MaxDepth, however
+// long the chains of distinct directories.
 func (t *Tree) measure() error {
 	memo := map[digest.Digest]*dirSize{}
-	var visit func(d digest.Digest) (*dirSize, error)
-	visit = func(d digest.Digest) (*dirSize, error) {
+	var visit func(d digest.Digest, depth int) (*dirSize, error)
+	visit = func(d digest.Digest, depth int) (*dirSize, error) {
+		if depth > MaxDepth {
+			return nil, fmt.Errorf("%w: directories nest deeper than %d", ErrInvalid, MaxDepth)
+		}
 		if s, ok := memo[d]; ok {
 			if s == nil {
 				return nil, fmt.Errorf("%w: directory %v contains itself", ErrInvalid, d)
@@ -182,7 +194,7 @@ func (t *Tree) measure() error {
 		}
 		for _, sub := range dir.GetDirectories() {
 			sd, _ := digest.FromProto(sub.GetDigest())
-			c, err := visit(sd)
+			c, err := visit(sd, depth+1)
 			if err != nil {
 				return nil, err
 			}
@@ -190,13 +202,13 @@ func (t *Tree) measure() error {
 			s.dirs = addCapped(s.dirs, c.dirs)
 			s.links = addCapped(s.links, c.links)
 			s.bytes = addCapped(s.bytes, c.bytes)
-			s.depth = max(s.depth, c.depth+1)
+			s.height = max(s.height, c.height+1)
 		}
-		if s.depth > maxDepth {
-			return nil, fmt.Errorf("%w: directories nest deeper than %d", ErrInvalid, maxDepth)
+		if depth+s.height > MaxDepth {
+			return nil, fmt.Errorf("%w: directories nest deeper than %d", ErrInvalid, MaxDepth)
 		}
-		if n := addCapped(addCapped(s.files, s.dirs), s.links); n > maxEntries {
-			return nil, fmt.Errorf("%w: more than %d entries", ErrInvalid, maxEntries)
+		if n := addCapped(addCapped(s.files, s.dirs), s.links); n > MaxEntries {
+			return nil, fmt.Errorf("%w: more than %d entries", ErrInvalid, MaxEntries)
 		}
 		if s.bytes == math.MaxInt64 {
 			return nil, fmt.Errorf("%w: file sizes add up beyond 2^63 bytes", ErrInvalid)
@@ -204,7 +216,7 @@ func (t *Tree) measure() error {
 		memo[d] = s
 		return s, nil
 	}
-	s, err := visit(t.Root)
+	s, err := visit(t.Root, 0)
 	if err != nil {
 		return err
 	}
@@ -230,11 +242,12 @@ func addCapped(a, b int64) int64 {
 	return a + b
 }
 
-// eachBlob reads the blobs ds into memory, in groups of at most groupBytes
-// and up to transferParallelism groups at once, through g's GetBatch when
-// it has one, and calls fn with each one's index and content; fn runs
-// concurrently for different blobs. The first error stops the reading and
-// is returned, prefixed with what name says the blob is.
+// eachBlob reads the blobs ds into memory and calls fn with each one's
+// index and content; fn runs concurrently for different blobs. When g has
+// GetBatch it reads groups of at most groupBytes, transferParallelism
+// groups at once; otherwise one Get per distinct blob, getParallelism at
+// once. The first error stops the reading and is returned, prefixed with
+// what name says the blob is.
 func eachBlob(ctx context.Context, g cas.BlobGetter, ds []digest.Digest, name func(digest.Digest) string, fn func(i int, data []byte) error) error {
 	idx := make(map[digest.Digest][]int, len(ds))
 	var distinct []digest.Digest
@@ -244,31 +257,39 @@ func eachBlob(ctx context.Context, g cas.BlobGetter, ds []digest.Digest, name fu
 		}
 		idx[d] = append(idx[d], i)
 	}
+	deliver := func(d digest.Digest, data []byte, err error) error {
+		if err != nil {
+			return fmt.Errorf("%s: %w", name(d), err)
+		}
+		if int64(len(data)) != d.Size {
+			return fmt.Errorf("%s: blob %v: got %d bytes: %w", name(d), d, len(data), digest.ErrMismatch)
+		}
+		for _, i := range idx[d] {
+			if err := fn(i, data); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
 	eg, ctx := errgroup.WithContext(ctx)
+	bg, batched := g.(cas.BatchGetter)
+	if !batched {
+		eg.SetLimit(getParallelism)
+		for _, d := range distinct {
+			eg.Go(func() error {
+				data, err := cas.ReadAll(ctx, g, d)
+				return deliver(d, data, err)
+			})
+		}
+		return eg.Wait()
+	}
 	eg.SetLimit(transferParallelism)
 	for _, group := range groups(distinct) {
 		eg.Go(func() error {
-			var data [][]byte
-			var errs []error
-			if bg, ok := g.(cas.BatchGetter); ok {
-				data, errs = bg.GetBatch(ctx, group)
-			} else {
-				data, errs = make([][]byte, len(group)), make([]error, len(group))
-				for j, d := range group {
-					data[j], errs[j] = cas.ReadAll(ctx, g, d)
-				}
-			}
+			data, errs := bg.GetBatch(ctx, group)
 			for j, d := range group {
-				if errs[j] != nil {
-					return fmt.Errorf("%s: %w", name(d), errs[j])
-				}
-				if int64(len(data[j])) != d.Size {
-					return fmt.Errorf("%s: blob %v: got %d bytes: %w", name(d), d, len(data[j]), digest.ErrMismatch)
-				}
-				for _, i := range idx[d] {
-					if err := fn(i, data[j]); err != nil {
-						return err
-					}
+				if err := deliver(d, data[j], errs[j]); err != nil {
+					return err
 				}
 			}
 			return nil

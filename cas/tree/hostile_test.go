@@ -1,8 +1,6 @@
 package tree
 
 import (
-	"bytes"
-	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -11,52 +9,30 @@ import (
 	"testing"
 
 	repb "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/mound-build/mound/cas"
 	"github.com/mound-build/mound/cas/digest"
 	"github.com/mound-build/mound/cas/memstore"
+	"github.com/mound-build/mound/cas/storetest"
 )
-
-// putMessage stores m in s and returns its digest.
-func putMessage(t *testing.T, s cas.BlobPutter, m proto.Message) digest.Digest {
-	t.Helper()
-	b, d, err := digest.OfMessage(m)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Put(context.Background(), d, bytes.NewReader(b)); err != nil {
-		t.Fatal(err)
-	}
-	return d
-}
-
-func putBytes(t *testing.T, s cas.BlobPutter, b []byte) digest.Digest {
-	t.Helper()
-	d := digest.OfBytes(b)
-	if err := s.Put(context.Background(), d, bytes.NewReader(b)); err != nil {
-		t.Fatal(err)
-	}
-	return d
-}
 
 // TestHostileTrees downloads malformed or malicious trees and checks that
 // each fails with a clear error, leaves its target as it was, and writes
 // nothing beside it.
 func TestHostileTrees(t *testing.T) {
 	s := memstore.New()
-	content := putBytes(t, s, []byte("pwned\n"))
+	content := storetest.Put(t, s, []byte("pwned\n"))
 	file := func(name string) *repb.FileNode { return &repb.FileNode{Name: name, Digest: content.Proto()} }
-	inner := putMessage(t, s, &repb.Directory{Files: []*repb.FileNode{file("passwd")}})
+	inner := storetest.PutMessage(t, s, &repb.Directory{Files: []*repb.FileNode{file("passwd")}})
 	dirNode := func(name string, d digest.Digest) *repb.DirectoryNode {
 		return &repb.DirectoryNode{Name: name, Digest: d.Proto()}
 	}
 	absent := digest.OfBytes([]byte("not stored"))
 
-	// A chain of directories deeper than maxDepth.
+	// A chain of directories deeper than MaxDepth.
 	deep := digest.Empty
-	for range maxDepth + 1 {
-		deep = putMessage(t, s, &repb.Directory{Directories: []*repb.DirectoryNode{dirNode("d", deep)}})
+	for range MaxDepth + 1 {
+		deep = storetest.PutMessage(t, s, &repb.Directory{Directories: []*repb.DirectoryNode{dirNode("d", deep)}})
 	}
 	// A small DAG whose paths number 1000^3.
 	bomb := digest.Empty
@@ -65,7 +41,7 @@ func TestHostileTrees(t *testing.T) {
 		for i := range 1000 {
 			m.Directories = append(m.Directories, dirNode(fmt.Sprintf("d%03d", i), bomb))
 		}
-		bomb = putMessage(t, s, m)
+		bomb = storetest.PutMessage(t, s, m)
 	}
 
 	tests := []struct {
@@ -74,25 +50,27 @@ func TestHostileTrees(t *testing.T) {
 		wantErr error
 		wantMsg string
 	}{
-		{"file named ..", putMessage(t, s, &repb.Directory{Files: []*repb.FileNode{file("..")}}), ErrInvalid, `file ".."`},
-		{"directory named ..", putMessage(t, s, &repb.Directory{Directories: []*repb.DirectoryNode{dirNode("..", inner)}}), ErrInvalid, `directory ".."`},
-		{"file named .", putMessage(t, s, &repb.Directory{Files: []*repb.FileNode{file(".")}}), ErrInvalid, `file "."`},
-		{"empty name", putMessage(t, s, &repb.Directory{Files: []*repb.FileNode{file("")}}), ErrInvalid, "empty name"},
-		{"name with a slash", putMessage(t, s, &repb.Directory{Files: []*repb.FileNode{file("../../escaped")}}), ErrInvalid, "contains a slash"},
-		{"symlink with a slash", putMessage(t, s, &repb.Directory{Symlinks: []*repb.SymlinkNode{{Name: "a/b", Target: "x"}}}), ErrInvalid, "contains a slash"},
-		{"nested slash", putMessage(t, s, &repb.Directory{Directories: []*repb.DirectoryNode{
-			dirNode("ok", putMessage(t, s, &repb.Directory{Files: []*repb.FileNode{file("etc/passwd")}})),
+		{"file named ..", storetest.PutMessage(t, s, &repb.Directory{Files: []*repb.FileNode{file("..")}}), ErrInvalid, `file name ".." names a directory itself or its parent`},
+		{"directory named ..", storetest.PutMessage(t, s, &repb.Directory{Directories: []*repb.DirectoryNode{dirNode("..", inner)}}), ErrInvalid, `directory name ".."`},
+		{"file named .", storetest.PutMessage(t, s, &repb.Directory{Files: []*repb.FileNode{file(".")}}), ErrInvalid, `file name "."`},
+		{"empty name", storetest.PutMessage(t, s, &repb.Directory{Files: []*repb.FileNode{file("")}}), ErrInvalid, `file name "" is empty`},
+		{"name with a slash", storetest.PutMessage(t, s, &repb.Directory{Files: []*repb.FileNode{file("../../escaped")}}), ErrInvalid, "contains a slash"},
+		{"NUL in a name", storetest.PutMessage(t, s, &repb.Directory{Files: []*repb.FileNode{file("a\x00b")}}), ErrInvalid, "contains a NUL byte"},
+		{"empty symlink target", storetest.PutMessage(t, s, &repb.Directory{Symlinks: []*repb.SymlinkNode{{Name: "l", Target: ""}}}), ErrInvalid, `symlink "l": target "" is empty`},
+		{"symlink with a slash", storetest.PutMessage(t, s, &repb.Directory{Symlinks: []*repb.SymlinkNode{{Name: "a/b", Target: "x"}}}), ErrInvalid, "contains a slash"},
+		{"nested slash", storetest.PutMessage(t, s, &repb.Directory{Directories: []*repb.DirectoryNode{
+			dirNode("ok", storetest.PutMessage(t, s, &repb.Directory{Files: []*repb.FileNode{file("etc/passwd")}})),
 		}}), ErrInvalid, `directory "ok"`},
-		{"symlink and directory with one name", putMessage(t, s, &repb.Directory{
+		{"symlink and directory with one name", storetest.PutMessage(t, s, &repb.Directory{
 			Directories: []*repb.DirectoryNode{dirNode("x", inner)},
 			Symlinks:    []*repb.SymlinkNode{{Name: "x", Target: "/etc"}},
-		}), ErrInvalid, "appears twice"},
-		{"two files with one name", putMessage(t, s, &repb.Directory{Files: []*repb.FileNode{file("a"), file("a")}}), ErrInvalid, "appears twice"},
-		{"bad file digest", putMessage(t, s, &repb.Directory{Files: []*repb.FileNode{{Name: "f", Digest: &repb.Digest{Hash: "zz", SizeBytes: 1}}}}), ErrInvalid, `file "f"`},
-		{"not a Directory", putBytes(t, s, []byte("\xff\xff\xff garbage")), ErrInvalid, "not a Directory message"},
+		}), ErrInvalid, `name "x" is both a directory and a symlink`},
+		{"two files with one name", storetest.PutMessage(t, s, &repb.Directory{Files: []*repb.FileNode{file("a"), file("a")}}), ErrInvalid, `name "a" is both a file and a file`},
+		{"bad file digest", storetest.PutMessage(t, s, &repb.Directory{Files: []*repb.FileNode{{Name: "f", Digest: &repb.Digest{Hash: "zz", SizeBytes: 1}}}}), ErrInvalid, `file "f"`},
+		{"not a Directory", storetest.Put(t, s, []byte("\xff\xff\xff garbage")), ErrInvalid, "not a Directory message"},
 		{"missing root", absent, cas.ErrNotFound, "not found"},
-		{"missing subdirectory", putMessage(t, s, &repb.Directory{Directories: []*repb.DirectoryNode{dirNode("sub", absent)}}), cas.ErrNotFound, `directory "sub"`},
-		{"missing file blob", putMessage(t, s, &repb.Directory{
+		{"missing subdirectory", storetest.PutMessage(t, s, &repb.Directory{Directories: []*repb.DirectoryNode{dirNode("sub", absent)}}), cas.ErrNotFound, `directory "sub"`},
+		{"missing file blob", storetest.PutMessage(t, s, &repb.Directory{
 			Files:       []*repb.FileNode{{Name: "gone", Digest: absent.Proto()}},
 			Directories: []*repb.DirectoryNode{dirNode("etc", inner)},
 		}), cas.ErrNotFound, "gone"},
@@ -109,7 +87,7 @@ func TestHostileTrees(t *testing.T) {
 						t.Fatal(err)
 					}
 				}
-				err := Download(testContext(t), s, tc.root, target)
+				err := Download(storetest.Context(t), s, tc.root, target)
 				if !errors.Is(err, tc.wantErr) || !strings.Contains(err.Error(), tc.wantMsg) {
 					t.Fatalf("Download: %v; want an error wrapping %q that mentions %q", err, tc.wantErr, tc.wantMsg)
 				}
@@ -138,8 +116,8 @@ func TestWriteRefusesNonEmptyTarget(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(target, "keep"), []byte("mine"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	root := putMessage(t, s, &repb.Directory{Files: []*repb.FileNode{{Name: "keep", Digest: digest.Empty.Proto()}}})
-	err := Download(testContext(t), s, root, target)
+	root := storetest.PutMessage(t, s, &repb.Directory{Files: []*repb.FileNode{{Name: "keep", Digest: digest.Empty.Proto()}}})
+	err := Download(storetest.Context(t), s, root, target)
 	if err == nil || !strings.Contains(err.Error(), "not empty") {
 		t.Fatalf("Download into a non-empty directory: %v", err)
 	}

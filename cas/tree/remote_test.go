@@ -1,19 +1,13 @@
 package tree
 
 import (
-	"context"
-	"log/slog"
-	"net"
 	"path/filepath"
 	"testing"
-
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/test/bufconn"
 
 	"github.com/mound-build/mound/cas"
 	"github.com/mound-build/mound/cas/memstore"
 	"github.com/mound-build/mound/cas/remote"
+	"github.com/mound-build/mound/cas/storetest"
 	"github.com/mound-build/mound/server"
 )
 
@@ -21,28 +15,9 @@ import (
 // that small blobs go in batches (cas.BatchGetter included) and large ones
 // through ByteStream.
 func TestRoundTripRemote(t *testing.T) {
-	ctx := testContext(t)
+	ctx := storetest.Context(t)
 	mem := memstore.New()
-	srv, err := server.New(server.Options{Blobs: mem, Actions: mem, Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	lis := bufconn.Listen(1 << 20)
-	served := make(chan error, 1)
-	go func() { served <- srv.ServeGRPC(lis) }()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
-		defer cancel()
-		srv.Stop(ctx)
-		<-served
-	})
-	conn, err := grpc.NewClient("passthrough:///bufconn",
-		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
-		grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
+	conn := storetest.StartServer(t, server.Options{Blobs: mem, Actions: mem})
 	c, err := remote.New(conn, remote.Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -70,5 +45,5 @@ func TestRoundTripRemote(t *testing.T) {
 	if err := tr.Write(ctx, c, dst); err != nil {
 		t.Fatal(err)
 	}
-	compareTrees(t, src, dst)
+	storetest.CompareTrees(t, src, dst)
 }

@@ -2,80 +2,21 @@ package tree
 
 import (
 	"bytes"
-	"context"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
-	"sync"
 	"syscall"
 	"testing"
-	"time"
 
-	"github.com/mound-build/mound/cas"
 	"github.com/mound-build/mound/cas/digest"
 	"github.com/mound-build/mound/cas/memstore"
 	"github.com/mound-build/mound/cas/storetest"
 )
 
-// testTimeout bounds each test: generous on a loaded machine, short enough
-// that a hang fails the test rather than the whole run.
-const testTimeout = 60 * time.Second
-
-func testContext(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
-	t.Cleanup(cancel)
-	return ctx
-}
-
-// countingStore is a memstore that records what is sent to it.
-type countingStore struct {
-	*memstore.Store
-	mu        sync.Mutex
-	puts      []digest.Digest // through Put; guarded by mu
-	fromFile  int             // Puts whose reader was an *os.File; guarded by mu
-	batched   []digest.Digest // through PutBatch; guarded by mu
-	findCalls int             // guarded by mu
-}
-
-func newCountingStore() *countingStore { return &countingStore{Store: memstore.New()} }
-
-func (s *countingStore) Put(ctx context.Context, d digest.Digest, r io.Reader) error {
-	s.mu.Lock()
-	s.puts = append(s.puts, d)
-	if _, ok := r.(*os.File); ok {
-		s.fromFile++
-	}
-	s.mu.Unlock()
-	return s.Store.Put(ctx, d, r)
-}
-
-func (s *countingStore) PutBatch(ctx context.Context, blobs []cas.Blob) []error {
-	errs := make([]error, len(blobs))
-	for i, b := range blobs {
-		s.mu.Lock()
-		s.batched = append(s.batched, b.Digest)
-		s.mu.Unlock()
-		errs[i] = s.Store.Put(ctx, b.Digest, bytes.NewReader(b.Data))
-	}
-	return errs
-}
-
-func (s *countingStore) FindMissing(ctx context.Context, ds []digest.Digest) ([]digest.Digest, error) {
-	s.mu.Lock()
-	s.findCalls++
-	s.mu.Unlock()
-	return s.Store.FindMissing(ctx, ds)
-}
-
-// sent returns and forgets what was stored since the last call.
-func (s *countingStore) sent() (puts, batched []digest.Digest, fromFile, findCalls int) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	puts, batched, fromFile, findCalls = s.puts, s.batched, s.fromFile, s.findCalls
-	s.puts, s.batched, s.fromFile, s.findCalls = nil, nil, 0, 0
-	return
+// newCountingStore returns an empty memstore that counts what is sent to it.
+func newCountingStore() *storetest.CountingStore {
+	return storetest.NewCountingStore(memstore.New())
 }
 
 // largeSize is above smallFileBytes and above a mound server's batch limit.
@@ -127,59 +68,8 @@ func makeTree(t *testing.T, dir string) {
 	}
 }
 
-// compareTrees fails t unless a and b hold the same entries, content,
-// executable bits and symlink targets.
-func compareTrees(t *testing.T, a, b string) {
-	t.Helper()
-	list := func(root string) map[string]string {
-		out := map[string]string{}
-		err := filepath.WalkDir(root, func(p string, e fs.DirEntry, err error) error {
-			if err != nil {
-				return err
-			}
-			rel, _ := filepath.Rel(root, p)
-			info, err := e.Info()
-			if err != nil {
-				return err
-			}
-			switch {
-			case e.Type()&fs.ModeSymlink != 0:
-				target, err := os.Readlink(p)
-				if err != nil {
-					return err
-				}
-				out[rel] = "symlink " + target
-			case e.IsDir():
-				out[rel] = "dir"
-			default:
-				data, err := os.ReadFile(p)
-				if err != nil {
-					return err
-				}
-				out[rel] = info.Mode().Perm().String() + " " + digest.OfBytes(data).String()
-			}
-			return nil
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return out
-	}
-	la, lb := list(a), list(b)
-	for p, v := range la {
-		if lb[p] != v {
-			t.Errorf("%s: %q in %s, %q in %s", p, v, a, lb[p], b)
-		}
-	}
-	for p, v := range lb {
-		if _, ok := la[p]; !ok {
-			t.Errorf("%s: only in %s (%q)", p, b, v)
-		}
-	}
-}
-
 func TestRoundTrip(t *testing.T) {
-	ctx := testContext(t)
+	ctx := storetest.Context(t)
 	src := t.TempDir()
 	makeTree(t, src)
 	s := newCountingStore()
@@ -191,18 +81,18 @@ func TestRoundTrip(t *testing.T) {
 	if stats.Files != 10 || stats.Symlinks != 4 || stats.Dirs != 9 {
 		t.Errorf("stats %+v: want 10 files, 4 symlinks, 9 directories", stats)
 	}
-	puts, batched, fromFile, finds := s.sent()
-	if finds != 1 {
-		t.Errorf("%d FindMissing calls, want 1", finds)
+	sent := s.Take()
+	if sent.FindMissingCalls != 1 {
+		t.Errorf("%d FindMissing calls, want 1", sent.FindMissingCalls)
 	}
 	// Large and medium files stream from disk; one copy of repeated content.
-	if len(puts) != 2 || fromFile != 2 {
-		t.Errorf("%d Puts (%d from files), want 2 streamed from files", len(puts), fromFile)
+	if len(sent.Puts) != 2 || sent.PutsFromFile != 2 {
+		t.Errorf("%d Puts (%d from files), want 2 streamed from files", len(sent.Puts), sent.PutsFromFile)
 	}
-	if got := len(puts) + len(batched); got != stats.Uploaded {
+	if got := len(sent.Sent()); got != stats.Uploaded {
 		t.Errorf("%d blobs sent, stats say %d", got, stats.Uploaded)
 	}
-	if batched[len(batched)-1] != stats.Root {
+	if sent.Batched[len(sent.Batched)-1] != stats.Root {
 		t.Error("root Directory not sent last")
 	}
 
@@ -211,9 +101,9 @@ func TestRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	puts, batched, _, _ = s.sent()
-	if again.Root != stats.Root || again.Uploaded != 0 || len(puts)+len(batched) != 0 {
-		t.Errorf("second upload: root %v (first %v), sent %d+%d blobs", again.Root, stats.Root, len(puts), len(batched))
+	sent = s.Take()
+	if again.Root != stats.Root || again.Uploaded != 0 || len(sent.Sent()) != 0 {
+		t.Errorf("second upload: root %v (first %v), sent %d+%d blobs", again.Root, stats.Root, len(sent.Puts), len(sent.Batched))
 	}
 
 	// One changed file: that file, its directory and the root.
@@ -225,20 +115,20 @@ func TestRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	puts, batched, _, _ = s.sent()
-	if len(puts) != 0 || len(batched) != 6 || !slices.Contains(batched, digest.OfBytes(changed)) {
-		t.Errorf("after changing one file 4 levels down, sent %v by Put and %d blobs in batches; want the file and 5 Directory messages", puts, len(batched))
+	sent = s.Take()
+	if len(sent.Puts) != 0 || len(sent.Batched) != 6 || !slices.Contains(sent.Batched, digest.OfBytes(changed)) {
+		t.Errorf("after changing one file 4 levels down, sent %v by Put and %d blobs in batches; want the file and 5 Directory messages", sent.Puts, len(sent.Batched))
 	}
 
 	dst := filepath.Join(t.TempDir(), "out")
 	if err := Download(ctx, s, third.Root, dst); err != nil {
 		t.Fatal(err)
 	}
-	compareTrees(t, src, dst)
+	storetest.CompareTrees(t, src, dst)
 }
 
 func TestUploadEmptyDir(t *testing.T) {
-	ctx := testContext(t)
+	ctx := storetest.Context(t)
 	s := newCountingStore()
 	stats, err := Upload(ctx, s, t.TempDir())
 	if err != nil {
@@ -258,13 +148,13 @@ func TestUploadRefusesSpecialFiles(t *testing.T) {
 	if err := syscall.Mkfifo(filepath.Join(dir, "fifo"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Upload(testContext(t), newCountingStore(), dir); err == nil {
+	if _, err := Upload(storetest.Context(t), newCountingStore(), dir); err == nil {
 		t.Fatal("Upload of a directory with a fifo succeeded")
 	}
 }
 
 func TestFiles(t *testing.T) {
-	ctx := testContext(t)
+	ctx := storetest.Context(t)
 	s := newCountingStore()
 	dir := t.TempDir()
 	src := filepath.Join(dir, "src")
@@ -276,13 +166,13 @@ func TestFiles(t *testing.T) {
 	if err != nil || d != digest.OfBytes(data) {
 		t.Fatalf("UploadFile = %v, %v; want %v", d, err, digest.OfBytes(data))
 	}
-	if puts, _, fromFile, _ := s.sent(); len(puts) != 1 || fromFile != 1 {
-		t.Errorf("UploadFile: %d Puts, %d from the file; want 1 streamed", len(puts), fromFile)
+	if sent := s.Take(); len(sent.Puts) != 1 || sent.PutsFromFile != 1 {
+		t.Errorf("UploadFile: %d Puts, %d from the file; want 1 streamed", len(sent.Puts), sent.PutsFromFile)
 	}
 	if _, err := UploadFile(ctx, s, src); err != nil {
 		t.Fatal(err)
 	}
-	if puts, _, _, _ := s.sent(); len(puts) != 0 {
+	if sent := s.Take(); len(sent.Puts) != 0 {
 		t.Error("UploadFile sent a blob the store has")
 	}
 	if _, err := UploadFile(ctx, s, dir); err == nil {

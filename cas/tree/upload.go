@@ -28,6 +28,13 @@ const (
 	// once. With groupBytes per group it bounds memory at 32 MiB, and it
 	// keeps a few requests in flight to hide network round trips.
 	transferParallelism = 4
+
+	// getParallelism is how many small blobs (Directory messages, files
+	// of at most smallFileBytes) are read at once, one Get each, from a
+	// getter without GetBatch: each is a round trip to a remote CAS, so
+	// several hide each other's latency, and 16 bounds memory at 16 MiB
+	// of file content.
+	getParallelism = 16
 )
 
 // Store is what Upload needs of a CAS.

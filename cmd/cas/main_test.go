@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"log/slog"
 	"net"
 	"os"
 	"os/exec"
@@ -18,6 +17,7 @@ import (
 
 	"github.com/mound-build/mound/cas/digest"
 	"github.com/mound-build/mound/cas/memstore"
+	"github.com/mound-build/mound/cas/storetest"
 	"github.com/mound-build/mound/server"
 )
 
@@ -45,22 +45,11 @@ func buildCas(t *testing.T) string {
 func startServer(t *testing.T) (string, *memstore.Store) {
 	t.Helper()
 	mem := memstore.New()
-	srv, err := server.New(server.Options{Blobs: mem, Actions: mem, Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	served := make(chan error, 1)
-	go func() { served <- srv.ServeGRPC(lis) }()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), commandTimeout)
-		defer cancel()
-		srv.Stop(ctx)
-		<-served
-	})
+	storetest.Serve(t, server.Options{Blobs: mem, Actions: mem}, lis)
 	return lis.Addr().String(), mem
 }
 
@@ -135,40 +124,6 @@ func makeTree(t *testing.T, dir string) {
 	}
 }
 
-// listTree describes every entry under root by type, mode and content.
-func listTree(t *testing.T, root string) map[string]string {
-	t.Helper()
-	out := map[string]string{}
-	err := filepath.WalkDir(root, func(p string, e fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(root, p)
-		info, err := e.Info()
-		if err != nil {
-			return err
-		}
-		switch {
-		case e.Type()&fs.ModeSymlink != 0:
-			target, _ := os.Readlink(p)
-			out[rel] = "-> " + target
-		case e.IsDir():
-			out[rel] = "dir"
-		default:
-			data, err := os.ReadFile(p)
-			if err != nil {
-				return err
-			}
-			out[rel] = fmt.Sprintf("%v %v", info.Mode().Perm(), digest.OfBytes(data))
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
-
 func TestCLI(t *testing.T) {
 	bin := buildCas(t)
 	addr, _ := startServer(t)
@@ -201,10 +156,7 @@ func TestCLI(t *testing.T) {
 	// Download the tree and the file.
 	dst := filepath.Join(work, "dst")
 	expect(t, "download tree", runCas(t, bin, addr, "download", root, "-o", dst, "--tree"), 0, "", "")
-	want, got := listTree(t, src), listTree(t, dst)
-	if fmt.Sprint(want) != fmt.Sprint(got) {
-		t.Errorf("downloaded tree differs:\n got %v\nwant %v", got, want)
-	}
+	storetest.CompareTrees(t, src, dst)
 	expect(t, "download into a non-empty directory", runCas(t, bin, addr, "download", root, "--tree", "-o", dst), 2, "", "not empty")
 	out := filepath.Join(work, "out.txt")
 	expect(t, "download file", runCas(t, bin, addr, "download", fileDigest.String(), "-o", out, "--executable"), 0, "", "")

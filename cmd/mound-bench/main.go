@@ -1,6 +1,7 @@
 // Command mound-bench measures a running REAPI server against a floor gRPC
 // server of its own and prints a table of the figures beside the aims they
-// are judged by (see package bench).
+// are judged by (see package bench). The exec workload needs the server to
+// have a worker connected (scripts/bench.sh starts one).
 //
 //	mound-bench -target 127.0.0.1:8980 [-quick] [-json report.json]
 package main
@@ -32,9 +33,11 @@ func main() {
 	streamBlobs := flag.Int("stream-blobs", d.StreamBlobs, "large blobs written and read per concurrency, identity and zstd each")
 	streamMiB := flag.Int("stream-mib", d.StreamSize>>20, "size of each large blob in MiB")
 	acOps := flag.Int("ac-ops", d.ActionResults, "action results stored and fetched per concurrency")
+	execOps := flag.Int("exec-ops", d.ExecActions, "no-op executions timed (exec workload)")
+	execHits := flag.Int("exec-hits", d.ExecCacheHits, "GetActionResult hits and cached Executes timed, each (exec workload)")
 	conc := flag.String("concurrency", "1,4", "comma-separated requests in flight to measure at")
 	rounds := flag.Int("rounds", d.Rounds, "measurements of each workload on each server, alternating; rates keep the best")
-	only := flag.String("only", "", "comma-separated workloads to run: findmissing, batch, stream, zstd, ac (default all)")
+	only := flag.String("only", "", "comma-separated workloads to run: findmissing, batch, stream, zstd, ac, exec (default all)")
 	flag.Parse()
 
 	opts := bench.DefaultOptions(*target)
@@ -57,6 +60,10 @@ func main() {
 			opts.StreamSize = *streamMiB << 20
 		case "ac-ops":
 			opts.ActionResults = *acOps
+		case "exec-ops":
+			opts.ExecActions = *execOps
+		case "exec-hits":
+			opts.ExecCacheHits = *execHits
 		case "rounds":
 			opts.Rounds = *rounds
 		case "only":

@@ -11,77 +11,32 @@ import (
 	"runtime"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/mound-build/mound/cas"
 	"github.com/mound-build/mound/cas/digest"
 	"github.com/mound-build/mound/cas/memstore"
+	"github.com/mound-build/mound/cas/storetest"
 )
 
-// testTimeout bounds each test: a hang fails the test, not the whole run.
-const testTimeout = 60 * time.Second
-
-func testContext(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
-	t.Cleanup(cancel)
-	return ctx
-}
-
-// countingGetter is a remote CAS that counts Gets and, when gate is set,
-// holds each Get until gate is closed or the caller's context ends.
-type countingGetter struct {
-	cas.BlobGetter
+// gatedStore is a remote CAS whose Gets each send on started, when set,
+// then wait until gate is closed or the caller's context ends: a fetch
+// held in progress.
+type gatedStore struct {
+	cas.BlobStore
 	gate    chan struct{}
-	started chan struct{} // receives once per Get, when set
-
-	mu   sync.Mutex
-	gets map[digest.Digest]int // guarded by mu
+	started chan struct{}
 }
 
-func newCountingGetter(g cas.BlobGetter) *countingGetter {
-	return &countingGetter{BlobGetter: g, gets: map[digest.Digest]int{}}
-}
-
-func (g *countingGetter) Get(ctx context.Context, d digest.Digest, offset int64) (io.ReadCloser, error) {
-	g.mu.Lock()
-	g.gets[d]++
-	g.mu.Unlock()
+func (g *gatedStore) Get(ctx context.Context, d digest.Digest, offset int64) (io.ReadCloser, error) {
 	if g.started != nil {
 		g.started <- struct{}{}
 	}
-	if g.gate != nil {
-		select {
-		case <-g.gate:
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
+	select {
+	case <-g.gate:
+	case <-ctx.Done():
+		return nil, ctx.Err()
 	}
-	return g.BlobGetter.Get(ctx, d, offset)
-}
-
-func (g *countingGetter) count(d digest.Digest) int {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return g.gets[d]
-}
-
-func (g *countingGetter) total() int {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	n := 0
-	for _, c := range g.gets {
-		n += c
-	}
-	return n
-}
-
-func put(t *testing.T, s *memstore.Store, data []byte) digest.Digest {
-	t.Helper()
-	d := digest.OfBytes(data)
-	if err := s.Put(context.Background(), d, bytes.NewReader(data)); err != nil {
-		t.Fatal(err)
-	}
-	return d
+	return g.BlobStore.Get(ctx, d, offset)
 }
 
 func open(t *testing.T, dir string, max int64, remote cas.BlobGetter) *Cache {
@@ -113,11 +68,11 @@ func checkFile(t *testing.T, name string, want []byte, perm os.FileMode) {
 }
 
 func TestHitMissAndVariants(t *testing.T) {
-	ctx := testContext(t)
+	ctx := storetest.Context(t)
 	mem := memstore.New()
 	data := []byte("#!/bin/sh\necho hello\n")
-	d := put(t, mem, data)
-	remote := newCountingGetter(mem)
+	d := storetest.Put(t, mem, data)
+	remote := storetest.NewCountingStore(mem)
 	c := open(t, t.TempDir(), 1<<20, remote)
 
 	p1, err := c.Path(ctx, d, false)
@@ -138,7 +93,7 @@ func TestHitMissAndVariants(t *testing.T) {
 	}
 	checkFile(t, px, data, 0o555)
 	checkFile(t, p1, data, 0o444)
-	if n := remote.count(d); n != 1 {
+	if n := remote.Counts().Gets[d]; n != 1 {
 		t.Fatalf("remote Gets = %d, want 1 (the executable variant is copied locally)", n)
 	}
 	s := c.Stats()
@@ -149,8 +104,8 @@ func TestHitMissAndVariants(t *testing.T) {
 }
 
 func TestEmptyBlobNeedsNoFetch(t *testing.T) {
-	ctx := testContext(t)
-	remote := newCountingGetter(memstore.New())
+	ctx := storetest.Context(t)
+	remote := storetest.NewCountingStore(memstore.New())
 	c := open(t, t.TempDir(), 1<<20, remote)
 	for _, exec := range []bool{false, true} {
 		p, err := c.Path(ctx, digest.Empty, exec)
@@ -163,13 +118,13 @@ func TestEmptyBlobNeedsNoFetch(t *testing.T) {
 		}
 		checkFile(t, p, nil, perm)
 	}
-	if n := remote.total(); n != 0 {
+	if n := remote.Counts().TotalGets(); n != 0 {
 		t.Fatalf("remote Gets = %d, want 0", n)
 	}
 }
 
 func TestMissingAndCorruptBlobs(t *testing.T) {
-	ctx := testContext(t)
+	ctx := storetest.Context(t)
 	dir := t.TempDir()
 	c := open(t, dir, 1<<20, corruptGetter{})
 	absent := digest.OfBytes([]byte("absent"))
@@ -213,13 +168,12 @@ func waitFor(t *testing.T, ctx context.Context, cond func() bool) {
 }
 
 func TestConcurrentRequestsFetchOnce(t *testing.T) {
-	ctx := testContext(t)
+	ctx := storetest.Context(t)
 	mem := memstore.New()
 	data := bytes.Repeat([]byte("x"), 4096)
-	d := put(t, mem, data)
-	remote := newCountingGetter(mem)
-	remote.gate = make(chan struct{})
-	remote.started = make(chan struct{}, 1)
+	d := storetest.Put(t, mem, data)
+	gated := &gatedStore{BlobStore: mem, gate: make(chan struct{}), started: make(chan struct{}, 1)}
+	remote := storetest.NewCountingStore(gated)
 	c := open(t, t.TempDir(), 1<<20, remote)
 
 	const n = 8
@@ -231,7 +185,7 @@ func TestConcurrentRequestsFetchOnce(t *testing.T) {
 		defer wg.Done()
 		paths[0], errs[0] = c.Path(ctx, d, false)
 	}()
-	<-remote.started // the first request is inside the fetch
+	<-gated.started // the first request is inside the fetch
 	for i := 1; i < n; i++ {
 		wg.Add(1)
 		go func() {
@@ -240,27 +194,26 @@ func TestConcurrentRequestsFetchOnce(t *testing.T) {
 		}()
 	}
 	waitFor(t, ctx, func() bool { return c.Stats().Waited == n-1 })
-	close(remote.gate)
+	close(gated.gate)
 	wg.Wait()
 	for i := range n {
 		if errs[i] != nil || paths[i] != paths[0] {
 			t.Fatalf("request %d: %q, %v; want %q", i, paths[i], errs[i], paths[0])
 		}
 	}
-	if got := remote.count(d); got != 1 {
+	if got := remote.Counts().Gets[d]; got != 1 {
 		t.Fatalf("remote Gets = %d, want 1", got)
 	}
 	checkFile(t, paths[0], data, 0o444)
 }
 
 func TestBothModesFetchOnce(t *testing.T) {
-	ctx := testContext(t)
+	ctx := storetest.Context(t)
 	mem := memstore.New()
 	data := []byte("used plain and executable")
-	d := put(t, mem, data)
-	remote := newCountingGetter(mem)
-	remote.gate = make(chan struct{})
-	remote.started = make(chan struct{}, 2)
+	d := storetest.Put(t, mem, data)
+	gated := &gatedStore{BlobStore: mem, gate: make(chan struct{}), started: make(chan struct{}, 2)}
+	remote := storetest.NewCountingStore(gated)
 	c := open(t, t.TempDir(), 1<<20, remote)
 
 	type answer struct {
@@ -272,32 +225,31 @@ func TestBothModesFetchOnce(t *testing.T) {
 		p, err := c.Path(ctx, d, false)
 		plain <- answer{p, err}
 	}()
-	<-remote.started
+	<-gated.started
 	go func() {
 		p, err := c.Path(ctx, d, true)
 		exec <- answer{p, err}
 	}()
 	waitFor(t, ctx, func() bool { return c.Stats().Misses == 2 })
-	close(remote.gate)
+	close(gated.gate)
 	p, x := <-plain, <-exec
 	if p.err != nil || x.err != nil {
 		t.Fatalf("Path: %v, %v", p.err, x.err)
 	}
 	checkFile(t, p.path, data, 0o444)
 	checkFile(t, x.path, data, 0o555)
-	if n := remote.count(d); n != 1 {
+	if n := remote.Counts().Gets[d]; n != 1 {
 		t.Fatalf("remote Gets = %d, want 1", n)
 	}
 }
 
 func TestWaiterSurvivesCancelledFetch(t *testing.T) {
-	ctx := testContext(t)
+	ctx := storetest.Context(t)
 	mem := memstore.New()
 	data := []byte("shared")
-	d := put(t, mem, data)
-	remote := newCountingGetter(mem)
-	remote.gate = make(chan struct{})
-	remote.started = make(chan struct{}, 2)
+	d := storetest.Put(t, mem, data)
+	gated := &gatedStore{BlobStore: mem, gate: make(chan struct{}), started: make(chan struct{}, 2)}
+	remote := storetest.NewCountingStore(gated)
 	c := open(t, t.TempDir(), 1<<20, remote)
 
 	leaderCtx, cancelLeader := context.WithCancel(ctx)
@@ -306,7 +258,7 @@ func TestWaiterSurvivesCancelledFetch(t *testing.T) {
 		_, err := c.Path(leaderCtx, d, false)
 		leaderErr <- err
 	}()
-	<-remote.started
+	<-gated.started
 	waiter := make(chan error, 1)
 	go func() {
 		p, err := c.Path(ctx, d, false)
@@ -320,19 +272,19 @@ func TestWaiterSurvivesCancelledFetch(t *testing.T) {
 	if err := <-leaderErr; !errors.Is(err, context.Canceled) {
 		t.Fatalf("cancelled request: %v, want context.Canceled", err)
 	}
-	<-remote.started // the waiter fetches on its own
-	close(remote.gate)
+	<-gated.started // the waiter fetches on its own
+	close(gated.gate)
 	if err := <-waiter; err != nil {
 		t.Fatalf("waiter: %v", err)
 	}
 }
 
 func TestEvictionKeepsLinkedFiles(t *testing.T) {
-	ctx := testContext(t)
+	ctx := storetest.Context(t)
 	base := t.TempDir() // cache and links on one file system
 	mem := memstore.New()
 	blob := func(b byte) []byte { return bytes.Repeat([]byte{b}, 100) }
-	a, b, cc := put(t, mem, blob('a')), put(t, mem, blob('b')), put(t, mem, blob('c'))
+	a, b, cc := storetest.Put(t, mem, blob('a')), storetest.Put(t, mem, blob('b')), storetest.Put(t, mem, blob('c'))
 	c := open(t, filepath.Join(base, "cache"), 250, mem)
 
 	pa, err := c.Path(ctx, a, false)
@@ -373,9 +325,9 @@ func TestEvictionKeepsLinkedFiles(t *testing.T) {
 }
 
 func TestOversizedBlobIsServed(t *testing.T) {
-	ctx := testContext(t)
+	ctx := storetest.Context(t)
 	mem := memstore.New()
-	small, big := put(t, mem, []byte("small")), put(t, mem, bytes.Repeat([]byte("B"), 1000))
+	small, big := storetest.Put(t, mem, []byte("small")), storetest.Put(t, mem, bytes.Repeat([]byte("B"), 1000))
 	c := open(t, t.TempDir(), 100, mem)
 	if _, err := c.Path(ctx, small, false); err != nil {
 		t.Fatal(err)
@@ -393,10 +345,10 @@ func TestOversizedBlobIsServed(t *testing.T) {
 }
 
 func TestRestartRebuildsIndex(t *testing.T) {
-	ctx := testContext(t)
+	ctx := storetest.Context(t)
 	dir := t.TempDir()
 	mem := memstore.New()
-	a, b := put(t, mem, []byte("first blob")), put(t, mem, []byte("second blob!"))
+	a, b := storetest.Put(t, mem, []byte("first blob")), storetest.Put(t, mem, []byte("second blob!"))
 	c := open(t, dir, 1<<20, mem)
 	pa, err := c.Path(ctx, a, false)
 	if err != nil {
@@ -420,7 +372,7 @@ func TestRestartRebuildsIndex(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	remote := newCountingGetter(mem)
+	remote := storetest.NewCountingStore(mem)
 	c2 := open(t, dir, 1<<20, remote)
 	if s := c2.Stats(); s.Files != 2 || s.BytesStored != a.Size+b.Size {
 		t.Fatalf("reopened Stats = %+v, want the 2 blobs", s)
@@ -431,7 +383,7 @@ func TestRestartRebuildsIndex(t *testing.T) {
 	if p, err := c2.Path(ctx, b, true); err != nil || p != pb {
 		t.Fatalf("Path after restart = %q, %v", p, err)
 	}
-	if n := remote.total(); n != 0 {
+	if n := remote.Counts().TotalGets(); n != 0 {
 		t.Fatalf("remote Gets after restart = %d, want 0", n)
 	}
 	if _, err := os.Stat(debris); !errors.Is(err, os.ErrNotExist) {
@@ -443,11 +395,11 @@ func TestRestartRebuildsIndex(t *testing.T) {
 }
 
 func TestGet(t *testing.T) {
-	ctx := testContext(t)
+	ctx := storetest.Context(t)
 	mem := memstore.New()
 	data := []byte("0123456789")
-	d := put(t, mem, data)
-	remote := newCountingGetter(mem)
+	d := storetest.Put(t, mem, data)
+	remote := storetest.NewCountingStore(mem)
 	c := open(t, t.TempDir(), 1<<20, remote)
 	for _, offset := range []int64{0, 4, 10} {
 		r, err := c.Get(ctx, d, offset)
@@ -460,7 +412,7 @@ func TestGet(t *testing.T) {
 			t.Fatalf("Get at %d = %q, %v", offset, got, err)
 		}
 	}
-	if n := remote.count(d); n != 1 {
+	if n := remote.Counts().Gets[d]; n != 1 {
 		t.Fatalf("remote Gets = %d, want 1", n)
 	}
 	if _, err := c.Get(ctx, d, 11); !errors.Is(err, digest.ErrInvalid) {

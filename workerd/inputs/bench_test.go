@@ -9,6 +9,7 @@ import (
 	repb "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
 
 	"github.com/mound-build/mound/cas/memstore"
+	"github.com/mound-build/mound/cas/storetest"
 )
 
 // BenchmarkMaterializeWarm lays out a tree of 20,000 small files (200
@@ -17,18 +18,18 @@ import (
 // Directory messages and making directories and hardlinks.
 func BenchmarkMaterializeWarm(b *testing.B) {
 	const dirs, perDir = 200, 100
-	ctx := testContext(b)
+	ctx := storetest.Context(b)
 	mem := memstore.New()
 	root := &repb.Directory{}
 	for i := range dirs {
 		dir := &repb.Directory{}
 		for j := range perDir {
-			d := putBytes(b, mem, fmt.Appendf(nil, "// file %d of directory %d\n", j, i))
+			d := storetest.Put(b, mem, fmt.Appendf(nil, "// file %d of directory %d\n", j, i))
 			dir.Files = append(dir.Files, fileNode(fmt.Sprintf("f%03d.h", j), d, j%10 == 0))
 		}
-		root.Directories = append(root.Directories, dirNode(fmt.Sprintf("d%03d", i), putMessage(b, mem, dir)))
+		root.Directories = append(root.Directories, dirNode(fmt.Sprintf("d%03d", i), storetest.PutMessage(b, mem, dir)))
 	}
-	rootDigest := putMessage(b, mem, root)
+	rootDigest := storetest.PutMessage(b, mem, root)
 	base := b.TempDir()
 	src, _ := newSource(b, mem, base)
 	if _, err := Materialize(ctx, src, rootDigest, filepath.Join(base, "warmup")); err != nil {

@@ -7,7 +7,13 @@ import (
 
 	"github.com/mound-build/mound/cas"
 	"github.com/mound-build/mound/cas/digest"
+	"github.com/mound-build/mound/cas/tree"
 )
+
+// ErrInvalid is wrapped by every error for an input tree that is malformed
+// or would write outside its directory. It is tree.ErrInvalid: the checks
+// are package tree's, so errors.Is holds for either name.
+var ErrInvalid = tree.ErrInvalid
 
 // InputTree presents an action's input root as a directory.
 type InputTree interface {
@@ -83,37 +89,33 @@ func Materialize(ctx context.Context, src Source, root digest.Digest, dir string
 	return t.Prepare(ctx, root, dir)
 }
 
-// Prepare implements InputTree: it reads and checks the whole tree, then
-// creates the directories, the files (each distinct content fetched once,
-// fetchParallelism at a time) and the symlinks, in that order.
-func (t *HardlinkTree) Prepare(ctx context.Context, root digest.Digest, dir string) (stats Stats, err error) {
+// Prepare implements InputTree: it reads and checks the whole tree
+// (tree.Fetch), then lays it out with tree.Tree.Create: the directories,
+// the files (each distinct content and mode fetched once,
+// fetchParallelism at a time, and hardlinked from the cache) and the
+// symlinks, in that order.
+func (t *HardlinkTree) Prepare(ctx context.Context, root digest.Digest, dir string) (Stats, error) {
 	start := time.Now()
-	tr, err := readTree(ctx, t.src.Directories, root)
+	tr, err := tree.Fetch(ctx, t.src.Directories, root)
 	if err != nil {
 		return Stats{}, err
 	}
-	p := tr.plan()
-	stats = p.stats
-	stats.ReadTime = time.Since(start)
-
-	created, err := prepareDir(dir)
+	stats := Stats{
+		Files:    int(tr.Files),
+		Dirs:     int(tr.Dirs),
+		Symlinks: int(tr.Symlinks),
+		Bytes:    tr.Bytes,
+		ReadTime: time.Since(start),
+	}
+	err = tr.Create(ctx, dir, func(ctx context.Context, dir string, files []tree.Contents) error {
+		start := time.Now()
+		p := byMode(files)
+		stats.Contents = len(p.order)
+		err := p.placeFiles(ctx, t.src.Files, dir)
+		stats.FetchTime = time.Since(start)
+		return err
+	})
 	if err != nil {
-		return Stats{}, err
-	}
-	defer func() {
-		if err != nil {
-			cleanup(dir, created)
-		}
-	}()
-	if err := p.mkdirs(dir); err != nil {
-		return Stats{}, err
-	}
-	start = time.Now()
-	if err := p.placeFiles(ctx, t.src.Files, dir); err != nil {
-		return Stats{}, err
-	}
-	stats.FetchTime = time.Since(start)
-	if err := p.symlinks(dir); err != nil {
 		return Stats{}, err
 	}
 	return stats, nil

@@ -1,11 +1,9 @@
 package inputs
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -16,57 +14,16 @@ import (
 	"sync/atomic"
 	"syscall"
 	"testing"
-	"time"
 
 	repb "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/mound-build/mound/cas"
 	"github.com/mound-build/mound/cas/digest"
 	"github.com/mound-build/mound/cas/memstore"
+	"github.com/mound-build/mound/cas/storetest"
+	"github.com/mound-build/mound/cas/tree"
 	"github.com/mound-build/mound/workerd/blobcache"
 )
-
-// testTimeout bounds each test: a hang fails the test, not the whole run.
-const testTimeout = 60 * time.Second
-
-func testContext(t testing.TB) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
-	t.Cleanup(cancel)
-	return ctx
-}
-
-// countingGetter counts the Gets of each blob.
-type countingGetter struct {
-	cas.BlobGetter
-	mu   sync.Mutex
-	gets map[digest.Digest]int // guarded by mu
-}
-
-func (g *countingGetter) Get(ctx context.Context, d digest.Digest, offset int64) (io.ReadCloser, error) {
-	g.mu.Lock()
-	g.gets[d]++
-	g.mu.Unlock()
-	return g.BlobGetter.Get(ctx, d, offset)
-}
-
-func putBytes(t testing.TB, s cas.BlobPutter, b []byte) digest.Digest {
-	t.Helper()
-	d := digest.OfBytes(b)
-	if err := s.Put(context.Background(), d, bytes.NewReader(b)); err != nil {
-		t.Fatal(err)
-	}
-	return d
-}
-
-func putMessage(t testing.TB, s cas.BlobPutter, m proto.Message) digest.Digest {
-	t.Helper()
-	b, _, err := digest.OfMessage(m)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return putBytes(t, s, b)
-}
 
 func fileNode(name string, d digest.Digest, exec bool) *repb.FileNode {
 	return &repb.FileNode{Name: name, Digest: d.Proto(), IsExecutable: exec}
@@ -77,10 +34,10 @@ func dirNode(name string, d digest.Digest) *repb.DirectoryNode {
 }
 
 // newSource returns a Source over mem with a blob cache in base, and the
-// getter counting the cache's fetches.
-func newSource(t testing.TB, mem *memstore.Store, base string) (Source, *countingGetter) {
+// store counting the cache's fetches.
+func newSource(t testing.TB, mem *memstore.Store, base string) (Source, *storetest.CountingStore) {
 	t.Helper()
-	remote := &countingGetter{BlobGetter: mem, gets: map[digest.Digest]int{}}
+	remote := storetest.NewCountingStore(mem)
 	c, err := blobcache.Open(blobcache.Options{Dir: filepath.Join(base, "cache"), MaxBytes: 1 << 30, Remote: remote, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
@@ -127,16 +84,16 @@ func listing(t *testing.T, dir string) []string {
 }
 
 func TestMaterialize(t *testing.T) {
-	ctx := testContext(t)
+	ctx := storetest.Context(t)
 	mem := memstore.New()
-	hello := putBytes(t, mem, []byte("hello\n"))
-	script := putBytes(t, mem, []byte("#!/bin/sh\necho hi\n"))
-	empty := putMessage(t, mem, &repb.Directory{})
-	sub := putMessage(t, mem, &repb.Directory{
+	hello := storetest.Put(t, mem, []byte("hello\n"))
+	script := storetest.Put(t, mem, []byte("#!/bin/sh\necho hi\n"))
+	empty := storetest.PutMessage(t, mem, &repb.Directory{})
+	sub := storetest.PutMessage(t, mem, &repb.Directory{
 		Files:       []*repb.FileNode{fileNode("b.txt", hello, false), fileNode("run", hello, true)},
 		Directories: []*repb.DirectoryNode{dirNode("empty", empty)},
 	})
-	root := putMessage(t, mem, &repb.Directory{
+	root := storetest.PutMessage(t, mem, &repb.Directory{
 		Files: []*repb.FileNode{
 			fileNode("a.txt", hello, false),
 			fileNode("dup.txt", hello, false),
@@ -185,8 +142,8 @@ func TestMaterialize(t *testing.T) {
 	}
 	// One fetch per distinct content, none for the empty blob; every copy
 	// of a content in one mode is one inode, the cache's.
-	if remote.gets[hello] != 1 || remote.gets[script] != 1 || len(remote.gets) != 2 {
-		t.Fatalf("remote Gets = %v, want one of each content", remote.gets)
+	if gets := remote.Counts().Gets; gets[hello] != 1 || gets[script] != 1 || len(gets) != 2 {
+		t.Fatalf("remote Gets = %v, want one of each content", gets)
 	}
 	ino := func(rel string) uint64 {
 		info, err := os.Stat(filepath.Join(dir, rel))
@@ -201,9 +158,9 @@ func TestMaterialize(t *testing.T) {
 }
 
 func TestMaterializeIntoExistingDir(t *testing.T) {
-	ctx := testContext(t)
+	ctx := storetest.Context(t)
 	mem := memstore.New()
-	root := putMessage(t, mem, &repb.Directory{Files: []*repb.FileNode{fileNode("f", putBytes(t, mem, []byte("x")), false)}})
+	root := storetest.PutMessage(t, mem, &repb.Directory{Files: []*repb.FileNode{fileNode("f", storetest.Put(t, mem, []byte("x")), false)}})
 	base := t.TempDir()
 	src, _ := newSource(t, mem, base)
 	dir := filepath.Join(base, "root")
@@ -226,20 +183,20 @@ func TestMaterializeIntoExistingDir(t *testing.T) {
 // that each fails with a clear error and leaves nothing behind.
 func TestHostileTrees(t *testing.T) {
 	mem := memstore.New()
-	content := putBytes(t, mem, []byte("pwned\n"))
+	content := storetest.Put(t, mem, []byte("pwned\n"))
 	file := func(name string) *repb.FileNode { return fileNode(name, content, false) }
-	inner := putMessage(t, mem, &repb.Directory{Files: []*repb.FileNode{file("passwd")}})
+	inner := storetest.PutMessage(t, mem, &repb.Directory{Files: []*repb.FileNode{file("passwd")}})
 	absentFile := digest.OfBytes([]byte("never uploaded"))
 	absentDir := digest.OfBytes([]byte("no such directory"))
-	garbage := putBytes(t, mem, []byte{0xff, 0xff, 0xff})
-	deep := putMessage(t, mem, &repb.Directory{})
-	for range maxDepth + 1 {
-		deep = putMessage(t, mem, &repb.Directory{Directories: []*repb.DirectoryNode{dirNode("d", deep)}})
+	garbage := storetest.Put(t, mem, []byte{0xff, 0xff, 0xff})
+	deep := storetest.PutMessage(t, mem, &repb.Directory{})
+	for range tree.MaxDepth + 1 {
+		deep = storetest.PutMessage(t, mem, &repb.Directory{Directories: []*repb.DirectoryNode{dirNode("d", deep)}})
 	}
 	// Each level doubles the paths: 2^30 directories from 31 blobs.
-	bomb := putMessage(t, mem, &repb.Directory{Files: []*repb.FileNode{file("f")}})
+	bomb := storetest.PutMessage(t, mem, &repb.Directory{Files: []*repb.FileNode{file("f")}})
 	for range 30 {
-		bomb = putMessage(t, mem, &repb.Directory{Directories: []*repb.DirectoryNode{dirNode("a", bomb), dirNode("b", bomb)}})
+		bomb = storetest.PutMessage(t, mem, &repb.Directory{Directories: []*repb.DirectoryNode{dirNode("a", bomb), dirNode("b", bomb)}})
 	}
 	tests := []struct {
 		name     string
@@ -269,10 +226,10 @@ func TestHostileTrees(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			ctx := testContext(t)
+			ctx := storetest.Context(t)
 			root := tc.rootBlob
 			if tc.root != nil {
-				root = putMessage(t, mem, tc.root)
+				root = storetest.PutMessage(t, mem, tc.root)
 			}
 			base := t.TempDir()
 			src, _ := newSource(t, mem, filepath.Join(base, "worker"))
@@ -304,11 +261,11 @@ func TestHostileTrees(t *testing.T) {
 // cannot reach: on tmpfs when /dev/shm is another file system than the
 // test's directory, and by taking the copying path directly otherwise.
 func TestCopyAcrossFileSystems(t *testing.T) {
-	ctx := testContext(t)
+	ctx := storetest.Context(t)
 	mem := memstore.New()
 	data := []byte("copied, not linked")
-	d := putBytes(t, mem, data)
-	root := putMessage(t, mem, &repb.Directory{Files: []*repb.FileNode{fileNode("plain", d, false), fileNode("exec", d, true)}})
+	d := storetest.Put(t, mem, data)
+	root := storetest.PutMessage(t, mem, &repb.Directory{Files: []*repb.FileNode{fileNode("plain", d, false), fileNode("exec", d, true)}})
 	base := t.TempDir()
 	cacheBase := base
 	if shm, err := os.MkdirTemp("/dev/shm", "inputs-test-"); err == nil {
@@ -366,10 +323,10 @@ func (c *evictingCache) Path(ctx context.Context, d digest.Digest, exec bool) (s
 }
 
 func TestEvictedBeforeLinkIsFetchedAgain(t *testing.T) {
-	ctx := testContext(t)
+	ctx := storetest.Context(t)
 	mem := memstore.New()
-	d := putBytes(t, mem, []byte("racy"))
-	root := putMessage(t, mem, &repb.Directory{Files: []*repb.FileNode{fileNode("f", d, false)}})
+	d := storetest.Put(t, mem, []byte("racy"))
+	root := storetest.PutMessage(t, mem, &repb.Directory{Files: []*repb.FileNode{fileNode("f", d, false)}})
 	base := t.TempDir()
 	src, _ := newSource(t, mem, base)
 	src.Files = &evictingCache{FileCache: src.Files, seen: map[digest.Digest]bool{}}

@@ -149,6 +149,10 @@ func PrepareOutputs(dir string, cmd *repb.Command, uid, gid int) error {
 	return nil
 }
 
+// outputDirMode is the mode of the directories PrepareOutputs creates,
+// whatever the umask: that of the input tree's directories.
+const outputDirMode fs.FileMode = 0o755
+
 // makeParents creates the directory name in root with its missing parents,
 // owned by uid:gid and mode 0755, and gives name to uid:gid if it existed.
 func makeParents(root *os.Root, name string, uid, gid int) error {
@@ -158,10 +162,10 @@ func makeParents(root *os.Root, name string, uid, gid int) error {
 		info, err := root.Stat(prefix)
 		switch {
 		case errors.Is(err, fs.ErrNotExist):
-			if err := root.Mkdir(prefix, dirMode); err != nil {
+			if err := root.Mkdir(prefix, outputDirMode); err != nil {
 				return err
 			}
-			if err := root.Chmod(prefix, dirMode); err != nil {
+			if err := root.Chmod(prefix, outputDirMode); err != nil {
 				return err
 			}
 			if err := root.Lchown(prefix, uid, gid); err != nil {

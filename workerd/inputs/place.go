@@ -7,7 +7,6 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"path"
 	"path/filepath"
 	"sync/atomic"
 	"syscall"
@@ -15,6 +14,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/mound-build/mound/cas/digest"
+	"github.com/mound-build/mound/cas/tree"
 )
 
 // fetchParallelism is how many distinct file contents are fetched and
@@ -33,115 +33,44 @@ const fetchParallelism = 32
 // worker's load; the third is reported.
 const maxPlaceAttempts = 3
 
-// Modes of what a tree holds. Files get the mode of the cache's file.
+// Modes of the files copied when the cache is on another file system:
+// those of the cache's files.
 const (
-	dirMode  fs.FileMode = 0o755
 	fileMode fs.FileMode = 0o444
 	execMode fs.FileMode = 0o555
 )
 
-// content is a file's blob in one mode.
+// content is a file's blob in one mode: one file of the cache.
 type content struct {
 	d    digest.Digest
 	exec bool
 }
 
-// plan is what a tree creates, paths relative to its directory.
-type plan struct {
-	dirs  []string             // parents before children
-	files map[content][]string // where each content goes
+// placement is where each file of a tree goes, by cache file.
+type placement struct {
+	files map[content][]string // paths relative to the tree's directory
 	order []content            // keys of files, in tree order
-	links [][2]string          // path, target
-	stats Stats
 }
 
-// plan expands the tree into the paths it creates.
-func (t *tree) plan() *plan {
-	p := &plan{files: map[content][]string{}}
-	var walk func(d digest.Digest, rel string)
-	walk = func(d digest.Digest, rel string) {
-		p.stats.Dirs++
-		if rel != "." {
-			p.dirs = append(p.dirs, rel)
-		}
-		dir := t.dirs[d]
-		for _, f := range dir.GetFiles() {
-			fd, _ := digest.FromProto(f.GetDigest()) // checked
-			c := content{fd, f.GetIsExecutable()}
-			if len(p.files[c]) == 0 {
-				p.order = append(p.order, c)
+// byMode groups a tree's files by content and mode, since the cache has
+// one file for each.
+func byMode(files []tree.Contents) *placement {
+	p := &placement{files: map[content][]string{}}
+	for _, c := range files {
+		for _, f := range c.Files {
+			k := content{c.Digest, f.Executable}
+			if len(p.files[k]) == 0 {
+				p.order = append(p.order, k)
 			}
-			p.files[c] = append(p.files[c], path.Join(rel, f.GetName()))
-			p.stats.Files++
-			p.stats.Bytes += fd.Size
-		}
-		for _, sub := range dir.GetDirectories() {
-			sd, _ := digest.FromProto(sub.GetDigest())
-			walk(sd, path.Join(rel, sub.GetName()))
-		}
-		for _, l := range dir.GetSymlinks() {
-			p.links = append(p.links, [2]string{path.Join(rel, l.GetName()), l.GetTarget()})
-			p.stats.Symlinks++
+			p.files[k] = append(p.files[k], f.Path)
 		}
 	}
-	walk(t.root, ".")
-	p.stats.Contents = len(p.order)
 	return p
-}
-
-// prepareDir makes dir exist and be empty, and reports whether it made it.
-func prepareDir(dir string) (created bool, err error) {
-	err = os.Mkdir(dir, dirMode)
-	if err == nil {
-		return true, os.Chmod(dir, dirMode)
-	}
-	if !errors.Is(err, fs.ErrExist) {
-		return false, err
-	}
-	f, err := os.Open(dir)
-	if err != nil {
-		return false, err
-	}
-	defer f.Close()
-	names, err := f.Readdirnames(1)
-	if len(names) > 0 {
-		return false, fmt.Errorf("input root %s is not empty", dir)
-	}
-	if err != io.EOF {
-		return false, fmt.Errorf("input root %s: %w", dir, err)
-	}
-	return false, nil
-}
-
-// cleanup removes what Prepare made in dir.
-func cleanup(dir string, created bool) {
-	if created {
-		os.RemoveAll(dir)
-		return
-	}
-	entries, _ := os.ReadDir(dir)
-	for _, e := range entries {
-		os.RemoveAll(filepath.Join(dir, e.Name()))
-	}
-}
-
-// mkdirs creates the directories, mode 0755 whatever the umask.
-func (p *plan) mkdirs(dir string) error {
-	for _, rel := range p.dirs {
-		name := filepath.Join(dir, rel)
-		if err := os.Mkdir(name, dirMode); err != nil {
-			return fmt.Errorf("input directory %q: %w", rel, err)
-		}
-		if err := os.Chmod(name, dirMode); err != nil {
-			return fmt.Errorf("input directory %q: %w", rel, err)
-		}
-	}
-	return nil
 }
 
 // placeFiles gets each content's file from files and links it everywhere
 // the tree has it.
-func (p *plan) placeFiles(ctx context.Context, files FileCache, dir string) error {
+func (p *placement) placeFiles(ctx context.Context, files FileCache, dir string) error {
 	var copying atomic.Bool // set once links fail across file systems
 	eg, gctx := errgroup.WithContext(ctx)
 	eg.SetLimit(fetchParallelism)
@@ -218,15 +147,4 @@ func copyFile(src, dst string, mode fs.FileMode) error {
 		return err
 	}
 	return out.Close()
-}
-
-// symlinks creates the tree's symlinks, after everything else so that no
-// file or directory is ever created through one.
-func (p *plan) symlinks(dir string) error {
-	for _, l := range p.links {
-		if err := os.Symlink(l[1], filepath.Join(dir, l[0])); err != nil {
-			return fmt.Errorf("input symlink %q: %w", l[0], err)
-		}
-	}
-	return nil
 }

@@ -1,20 +1,16 @@
 package outputs
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path"
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
-	"time"
 
 	repb "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
 	"google.golang.org/protobuf/proto"
@@ -22,62 +18,13 @@ import (
 	"github.com/mound-build/mound/cas"
 	"github.com/mound-build/mound/cas/digest"
 	"github.com/mound-build/mound/cas/memstore"
+	"github.com/mound-build/mound/cas/storetest"
 	"github.com/mound-build/mound/workerd/inputs"
 )
 
-// testTimeout bounds each test: a hang fails the test, not the whole run.
-const testTimeout = 60 * time.Second
-
-func testContext(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
-	t.Cleanup(cancel)
-	return ctx
-}
-
-// countingStore is a memstore that records what is sent to it.
-type countingStore struct {
-	*memstore.Store
-	mu        sync.Mutex
-	puts      []digest.Digest // through Put; guarded by mu
-	fromFile  int             // Puts whose reader was an *os.File; guarded by mu
-	batched   []digest.Digest // through PutBatch; guarded by mu
-	findCalls int             // guarded by mu
-}
-
-func newCountingStore() *countingStore { return &countingStore{Store: memstore.New()} }
-
-func (s *countingStore) Put(ctx context.Context, d digest.Digest, r io.Reader) error {
-	s.mu.Lock()
-	s.puts = append(s.puts, d)
-	if _, ok := r.(*os.File); ok {
-		s.fromFile++
-	}
-	s.mu.Unlock()
-	return s.Store.Put(ctx, d, r)
-}
-
-func (s *countingStore) PutBatch(ctx context.Context, blobs []cas.Blob) []error {
-	errs := make([]error, len(blobs))
-	for i, b := range blobs {
-		s.mu.Lock()
-		s.batched = append(s.batched, b.Digest)
-		s.mu.Unlock()
-		errs[i] = s.Store.Put(ctx, b.Digest, bytes.NewReader(b.Data))
-	}
-	return errs
-}
-
-func (s *countingStore) FindMissing(ctx context.Context, ds []digest.Digest) ([]digest.Digest, error) {
-	s.mu.Lock()
-	s.findCalls++
-	s.mu.Unlock()
-	return s.Store.FindMissing(ctx, ds)
-}
-
-func (s *countingStore) sent() []digest.Digest {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return append(slices.Clone(s.puts), s.batched...)
+// newCountingStore returns an empty memstore that counts what is sent to it.
+func newCountingStore() *storetest.CountingStore {
+	return storetest.NewCountingStore(memstore.New())
 }
 
 // build creates entries under root: "path" -> content makes a file (mode
@@ -184,7 +131,7 @@ func readTree(t *testing.T, s cas.BlobGetter, od *repb.OutputDirectory) []string
 func fileDigest(s string) *repb.Digest { return digest.OfBytes([]byte(s)).Proto() }
 
 func TestCollectV20(t *testing.T) {
-	ctx := testContext(t)
+	ctx := storetest.Context(t)
 	root := t.TempDir()
 	big := strings.Repeat("B", smallBlobBytes+1)
 	build(t, root, map[string]string{
@@ -202,7 +149,7 @@ func TestCollectV20(t *testing.T) {
 		"wd/gen/abs@":       "/etc/passwd",
 	})
 	store := newCountingStore()
-	if err := store.Store.Put(ctx, digest.OfBytes([]byte("object a")), strings.NewReader("object a")); err != nil {
+	if err := store.BlobStore.Put(ctx, digest.OfBytes([]byte("object a")), strings.NewReader("object a")); err != nil {
 		t.Fatal(err)
 	}
 	cmd := &repb.Command{
@@ -247,21 +194,21 @@ func TestCollectV20(t *testing.T) {
 
 	// One FindMissing; everything but the stored a.o sent once, the large
 	// file streamed from disk.
-	if store.findCalls != 1 {
-		t.Fatalf("FindMissing called %d times", store.findCalls)
+	counts := store.Take()
+	if counts.FindMissingCalls != 1 {
+		t.Fatalf("FindMissing called %d times", counts.FindMissingCalls)
 	}
-	sent := store.sent()
+	sent := counts.Sent()
 	if slices.Contains(sent, digest.OfBytes([]byte("object a"))) {
 		t.Fatal("uploaded a blob the store had")
 	}
 	// tool, big.bin, x.h, y.h; Directory messages: root, sub (= copy;
 	// empty serializes to the empty blob, always present); the Tree.
-	if len(sent) != 7 || store.fromFile != 1 || !slices.Contains(store.puts, digest.OfBytes([]byte(big))) {
-		t.Fatalf("sent %d blobs (%d Puts, %d from files), want 7 with big.bin streamed", len(sent), len(store.puts), store.fromFile)
+	if len(sent) != 7 || counts.PutsFromFile != 1 || !slices.Contains(counts.Puts, digest.OfBytes([]byte(big))) {
+		t.Fatalf("sent %d blobs (%d Puts, %d from files), want 7 with big.bin streamed", len(sent), len(counts.Puts), counts.PutsFromFile)
 	}
 
 	// Again: the same result, nothing sent.
-	store.puts, store.batched = nil, nil
 	again, err := Collect(ctx, root, cmd, store)
 	if err != nil {
 		t.Fatal(err)
@@ -269,13 +216,13 @@ func TestCollectV20(t *testing.T) {
 	if !proto.Equal(again, res) {
 		t.Fatal("collecting the same outputs twice gave different results")
 	}
-	if len(store.sent()) != 0 {
-		t.Fatalf("second Collect sent %v", store.sent())
+	if sent := store.Counts().Sent(); len(sent) != 0 {
+		t.Fatalf("second Collect sent %v", sent)
 	}
 }
 
 func TestCollectOutputPaths(t *testing.T) {
-	ctx := testContext(t)
+	ctx := storetest.Context(t)
 	root := t.TempDir()
 	build(t, root, map[string]string{
 		"bin/tool":     "#!tool",
@@ -314,7 +261,7 @@ func TestCollectOutputPaths(t *testing.T) {
 }
 
 func TestCollectWholeWorkingDirectory(t *testing.T) {
-	ctx := testContext(t)
+	ctx := storetest.Context(t)
 	root := t.TempDir()
 	build(t, root, map[string]string{"wd/f": "f", "other/g": "g"})
 	store := newCountingStore()
@@ -331,7 +278,7 @@ func TestCollectWholeWorkingDirectory(t *testing.T) {
 }
 
 func TestCollectWrongTypes(t *testing.T) {
-	ctx := testContext(t)
+	ctx := storetest.Context(t)
 	root := t.TempDir()
 	build(t, root, map[string]string{"d/f": "f", "file": "x"})
 	for _, cmd := range []*repb.Command{
@@ -359,7 +306,7 @@ func TestCollectWrongTypes(t *testing.T) {
 // TestCollectRefusesEscapes checks that outputs reached through symlinks
 // leaving the input root are refused and nothing is uploaded.
 func TestCollectRefusesEscapes(t *testing.T) {
-	ctx := testContext(t)
+	ctx := storetest.Context(t)
 	base := t.TempDir()
 	build(t, base, map[string]string{
 		"secret/key":   "private key",
@@ -380,7 +327,7 @@ func TestCollectRefusesEscapes(t *testing.T) {
 		if err == nil {
 			t.Errorf("Collect(%v) succeeded", cmd)
 		}
-		if sent := store.sent(); len(sent) != 0 {
+		if sent := store.Counts().Sent(); len(sent) != 0 {
 			t.Errorf("Collect(%v) uploaded %v", cmd, sent)
 		}
 	}
@@ -392,7 +339,7 @@ func TestCollectRefusesEscapes(t *testing.T) {
 }
 
 func TestCollectRejectsBadDeclarations(t *testing.T) {
-	ctx := testContext(t)
+	ctx := storetest.Context(t)
 	_, err := Collect(ctx, t.TempDir(), &repb.Command{OutputFiles: []string{"/etc/passwd"}}, newCountingStore())
 	if !errors.Is(err, inputs.ErrBadOutput) {
 		t.Fatalf("absolute output: %v", err)
@@ -400,7 +347,7 @@ func TestCollectRejectsBadDeclarations(t *testing.T) {
 }
 
 func TestUploadFile(t *testing.T) {
-	ctx := testContext(t)
+	ctx := storetest.Context(t)
 	name := filepath.Join(t.TempDir(), "stdout")
 	if err := os.WriteFile(name, []byte("compiler says hi\n"), 0o644); err != nil {
 		t.Fatal(err)
@@ -412,8 +359,8 @@ func TestUploadFile(t *testing.T) {
 			t.Fatalf("UploadFile = %v, %v", d, err)
 		}
 	}
-	if len(store.sent()) != 1 {
-		t.Fatalf("sent %v, want one upload", store.sent())
+	if sent := store.Counts().Sent(); len(sent) != 1 {
+		t.Fatalf("sent %v, want one upload", sent)
 	}
 	got, err := cas.ReadAll(ctx, store, digest.OfBytes([]byte("compiler says hi\n")))
 	if err != nil || string(got) != "compiler says hi\n" {
