@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 
@@ -55,6 +56,9 @@ func TestRunQuickAgainstFloor(t *testing.T) {
 		if seen[w] != len(opts.Concurrency) {
 			t.Errorf("workload %s has %d rows, want one per concurrency", w, seen[w])
 		}
+	}
+	if !slices.ContainsFunc(rep.Notes, func(n string) bool { return strings.Contains(n, "exec workload skipped") }) {
+		t.Errorf("notes %q do not say the exec workload was skipped against a floor, which does not execute", rep.Notes)
 	}
 	l := rep.Local
 	if l.SHA256 <= 0 || l.ZstdFastest <= 0 || l.ZstdDefault <= 0 || l.ZstdFastestRatio <= 1 || l.ZstdDefaultRatio <= 1 {

@@ -37,11 +37,14 @@ type server struct {
 	cas      repb.ContentAddressableStorageClient
 	ac       repb.ActionCacheClient
 	bs       bspb.ByteStreamClient
+	exec     repb.ExecutionClient
 	// batchBytes bounds the content of one batch request: the server's
 	// max_batch_total_size_bytes, capped by batchMessageLimit.
 	batchBytes int64
 	// zstd reports whether the server advertises zstd compressed-blobs.
 	zstd bool
+	// executes reports whether the server advertises exec_enabled.
+	executes bool
 
 	findMissing *findMissingSet // set up by the first FindMissingBlobs run
 	acBlobs     *acBlobs        // set up by the first ActionCache run
@@ -56,9 +59,10 @@ func dial(ctx context.Context, name, addr, instance string) (*server, error) {
 	}
 	s := &server{
 		name: name, addr: addr, instance: instance, conn: conn,
-		cas: repb.NewContentAddressableStorageClient(conn),
-		ac:  repb.NewActionCacheClient(conn),
-		bs:  bspb.NewByteStreamClient(conn),
+		cas:  repb.NewContentAddressableStorageClient(conn),
+		ac:   repb.NewActionCacheClient(conn),
+		bs:   bspb.NewByteStreamClient(conn),
+		exec: repb.NewExecutionClient(conn),
 	}
 	caps, err := repb.NewCapabilitiesClient(conn).GetCapabilities(ctx, &repb.GetCapabilitiesRequest{InstanceName: instance})
 	if err != nil {
@@ -75,6 +79,7 @@ func dial(ctx context.Context, name, addr, instance string) (*server, error) {
 		s.batchBytes = min(m, batchMessageLimit)
 	}
 	s.zstd = slices.Contains(cc.GetSupportedCompressors(), repb.Compressor_ZSTD)
+	s.executes = caps.GetExecutionCapabilities().GetExecEnabled()
 	return s, nil
 }
 

@@ -21,9 +21,19 @@
 //     reading: MB/s of uncompressed bytes.
 //   - ActionCache UpdateActionResult then GetActionResult of results that
 //     reference blobs present in the CAS: ops/s.
+//   - exec, on the target only, since the floor does not execute: a no-op
+//     action (/bin/true, empty input root) executed with
+//     skip_cache_lookup on a warm worker, from the Execute call until the
+//     done operation; then GetActionResult of that cached action, and
+//     Execute answered with cached_result: latency of a call (p50, p99) at
+//     concurrency 1, judged by absolute aims. A breakdown of the
+//     executions' median phases, from their ExecutedActionMetadata, comes
+//     as a note. The target needs a connected worker (scripts/bench.sh
+//     starts one); a target that does not advertise exec_enabled has the
+//     workload skipped with a note.
 //
-// Each workload runs at every concurrency of Options.Concurrency (requests
-// in flight). Every run generates its blob content afresh from a random
+// Each workload but exec runs at every concurrency of Options.Concurrency
+// (requests in flight). Every run generates its blob content afresh from a random
 // seed, and fresh content for each server and concurrency, so no server
 // can answer from a previous run or a previous measurement. Everything read
 // back is compared with what was written: a server that answers with wrong

@@ -39,13 +39,21 @@ type Options struct {
 	StreamSize int
 	// ActionResults is how many action results are stored and fetched.
 	ActionResults int
+	// ExecActions is how many executions of the no-op action are timed
+	// (exec workload).
+	ExecActions int
+	// ExecCacheHits is how many GetActionResult calls, and how many
+	// cached Executes, of the executed no-op action are timed.
+	ExecCacheHits int
 	// LocalBytes is the size of the buffer the single-core SHA-256 and
 	// zstd figures are measured on.
 	LocalBytes int
 	// Only lists the workloads to run, by key: "findmissing", "batch",
-	// "stream", "zstd", "ac". Empty runs them all.
+	// "stream", "zstd", "ac", "exec". Empty runs them all.
 	Only []string
 	// Concurrency lists the numbers of requests in flight to measure at.
+	// The exec workload ignores it: it measures latencies at concurrency
+	// 1 only.
 	Concurrency []int
 	// Log receives a line as each measurement starts and ends; nil
 	// discards them.
@@ -66,6 +74,8 @@ func DefaultOptions(target string) Options {
 		StreamBlobs:        4,
 		StreamSize:         64 << 20,
 		ActionResults:      1000,
+		ExecActions:        200,
+		ExecCacheHits:      1000,
 		LocalBytes:         64 << 20,
 		Concurrency:        []int{1, 4},
 	}
@@ -85,6 +95,8 @@ func QuickOptions(target string) Options {
 		StreamBlobs:        2,
 		StreamSize:         3<<20 + 12345, // not a multiple of the chunk size
 		ActionResults:      40,
+		ExecActions:        10,
+		ExecCacheHits:      20,
 		LocalBytes:         4 << 20,
 		Concurrency:        []int{1, 4},
 	}
@@ -113,6 +125,8 @@ func (o Options) Validate() error {
 	check(o.StreamBlobs >= 1, "StreamBlobs must be at least 1, not %d", o.StreamBlobs)
 	check(o.StreamSize >= minStreamSize, "StreamSize must be at least %d, not %d", minStreamSize, o.StreamSize)
 	check(o.ActionResults >= 1, "ActionResults must be at least 1, not %d", o.ActionResults)
+	check(o.ExecActions >= 1, "ExecActions must be at least 1, not %d", o.ExecActions)
+	check(o.ExecCacheHits >= 1, "ExecCacheHits must be at least 1, not %d", o.ExecCacheHits)
 	check(o.LocalBytes >= 1<<20, "LocalBytes must be at least 1 MiB, not %d", o.LocalBytes)
 	check(len(o.Concurrency) > 0, "Concurrency must list at least one level")
 	for _, c := range o.Concurrency {

@@ -34,7 +34,8 @@ type Row struct {
 	// Ratio compares the target with the floor: for rates, the target's
 	// as a fraction of the floor's (1 is as fast as the floor); for
 	// latencies, the target's median as a multiple of the floor's (1 is as
-	// quick as the floor).
+	// quick as the floor). It is 0 for the exec workload's rows, whose
+	// Floor is empty: the floor does not execute.
 	Ratio float64 `json:"ratio"`
 	// Aim states what the row is judged by, and Verdict is PASS or MISS;
 	// both are empty for rows without an aim.
@@ -74,6 +75,12 @@ func (r *Row) judge(l Local) {
 	case ByteStreamWrite, ByteStreamRead:
 		r.Aim = fmt.Sprintf(">= %.0f%% of floor", 100*AimStreamFraction)
 		pass = r.Ratio >= AimStreamFraction
+	case ExecuteNoop:
+		r.Aim = fmt.Sprintf("p50 < %s ms (absolute)", number(AimExecuteNoopP50.Seconds()*1e3))
+		pass = r.Target.Value < AimExecuteNoopP50.Seconds()*1e3
+	case GetActionResultHit, ExecuteCached:
+		r.Aim = fmt.Sprintf("p50 < %s ms (absolute)", number(AimCacheHitP50.Seconds()*1e3))
+		pass = r.Target.Value < AimCacheHitP50.Seconds()*1e3
 	case ZstdRead:
 		// Uncompressed MB/s must beat one core's compression speed at
 		// SpeedFastest: a server compressing every read on one core
@@ -102,11 +109,16 @@ func (r *Report) WriteText(w io.Writer) error {
 	pass, miss := 0, 0
 	for _, row := range r.Rows {
 		var target, floor, ratio string
-		if row.latency() {
+		switch {
+		case row.Floor.Ops == 0:
+			// The exec workload: the floor does not execute.
+			target = fmt.Sprintf("%s ms p50, %s p99", number(row.Target.Value), number(row.Target.P99))
+			floor, ratio = "-", "no floor"
+		case row.latency():
 			target = fmt.Sprintf("%s ms p50, %s p99", number(row.Target.Value), number(row.Target.P99))
 			floor = fmt.Sprintf("%s ms p50, %s p99", number(row.Floor.Value), number(row.Floor.P99))
 			ratio = fmt.Sprintf("%.2fx floor latency", row.Ratio)
-		} else {
+		default:
 			target = number(row.Target.Value) + " " + row.Unit
 			floor = number(row.Floor.Value) + " " + row.Unit
 			ratio = fmt.Sprintf("%.0f%% of floor", 100*row.Ratio)

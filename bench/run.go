@@ -23,6 +23,7 @@ const (
 	ZstdRead           = "ByteStream Read zstd"
 	UpdateActionResult = "UpdateActionResult"
 	GetActionResult    = "GetActionResult"
+	// The exec workload's names are in exec.go.
 )
 
 // bench is one run: its options, content and client-side encoder.
@@ -35,7 +36,7 @@ type bench struct {
 }
 
 // workloadKeys name the steps of a run, for Options.Only.
-var workloadKeys = []string{"findmissing", "batch", "stream", "zstd", "ac"}
+var workloadKeys = []string{"findmissing", "batch", "stream", "zstd", "ac", "exec"}
 
 // step is one workload of the run: a function that measures it on one
 // server at one concurrency and returns a figure per name.
@@ -147,6 +148,11 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 			rep.Rows = append(rep.Rows, rows...)
 		}
 	}
+	if len(opts.Only) == 0 || slices.Contains(opts.Only, "exec") {
+		if err := b.execRows(ctx, target, rep); err != nil {
+			return nil, err
+		}
+	}
 	// The single-core figures are measured again at the end and the best
 	// kept, as a machine busy at one moment would make them too low.
 	logf(opts.Log, "single-core SHA-256 and zstd, again")
@@ -160,6 +166,31 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	}
 	rep.Seconds = time.Since(start).Seconds()
 	return rep, nil
+}
+
+// execRows measures the exec workload on the target, which must execute
+// actions, and adds its rows, or a note when the target does not execute.
+// It has no floor and no rounds: each figure pools all its calls.
+func (b *bench) execRows(ctx context.Context, target *server, rep *Report) error {
+	if !target.executes {
+		rep.Notes = append(rep.Notes, "the target does not advertise exec_enabled: exec workload skipped")
+		return nil
+	}
+	logf(b.opts.Log, "exec: %d no-op executions, %d cache hits of each kind, on the target", b.opts.ExecActions, b.opts.ExecCacheHits)
+	debug.FreeOSMemory()
+	noop, get, cached, phases, err := b.exec(ctx, target)
+	if err != nil {
+		return fmt.Errorf("exec: %w", err)
+	}
+	for _, r := range []struct {
+		name string
+		m    Measure
+	}{{ExecuteNoop, noop}, {GetActionResultHit, get}, {ExecuteCached, cached}} {
+		r.m.Rounds = 1
+		rep.Rows = append(rep.Rows, Row{Workload: r.name, Concurrency: 1, Unit: "ms", Target: r.m})
+	}
+	rep.Notes = append(rep.Notes, phases.note())
+	return nil
 }
 
 // newEncoder returns the client's zstd encoder: SpeedFastest, the level

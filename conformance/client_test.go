@@ -48,6 +48,7 @@ type client struct {
 	cas      repb.ContentAddressableStorageClient
 	ac       repb.ActionCacheClient
 	bs       bspb.ByteStreamClient
+	exec     repb.ExecutionClient
 }
 
 // newClient returns a client for instance on the suite's connection.
@@ -61,6 +62,7 @@ func newClient(t testing.TB, instance string) *client {
 		cas:      repb.NewContentAddressableStorageClient(conn),
 		ac:       repb.NewActionCacheClient(conn),
 		bs:       bspb.NewByteStreamClient(conn),
+		exec:     repb.NewExecutionClient(conn),
 	}
 }
 

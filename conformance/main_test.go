@@ -26,13 +26,14 @@ var (
 	targetFlag    = flag.String("target", "", "`address` (host:port or grpc://host:port) of the REAPI server to test; empty starts mound")
 	instanceFlag  = flag.String("instance", "", "REAPI instance `name` used by every test")
 	moundFlag     = flag.String("mound", "", "`path` of a built mound binary to start when -target is empty; empty builds ./cmd/mound")
+	workerdFlag   = flag.String("workerd", "", "`path` of a built workerd binary to start beside the suite's mound for the execution cases; empty builds ./cmd/workerd")
 	instanceAFlag = flag.String("instance-a", "conformance-a", "first instance `name` of the action-cache isolation test")
 	instanceBFlag = flag.String("instance-b", "conformance-b", "second instance `name` of the action-cache isolation test")
 )
 
 const (
-	// buildTimeout bounds `go build ./cmd/mound`; a cold module cache
-	// compiles a few hundred packages.
+	// buildTimeout bounds `go build ./cmd/mound` (or ./cmd/workerd); a
+	// cold module cache compiles a few hundred packages.
 	buildTimeout = 5 * time.Minute
 	// startTimeout bounds how long mound may take to print its address.
 	startTimeout = 30 * time.Second
@@ -53,8 +54,15 @@ const (
 var suite struct {
 	once sync.Once
 	conn *grpc.ClientConn
-	srv  *moundProcess // nil with -target
+	srv  *process // nil with -target
 	err  error
+
+	// The execution set-up (execSetup) runs on the first execution case
+	// only, so that storage-only runs start no worker.
+	execOnce sync.Once
+	worker   *process // nil with -target
+	exec     bool     // the target executes actions
+	execErr  error
 }
 
 func TestMain(m *testing.M) {
@@ -63,11 +71,16 @@ func TestMain(m *testing.M) {
 	if suite.conn != nil {
 		suite.conn.Close()
 	}
-	if suite.srv != nil {
-		if code != 0 {
-			fmt.Fprintf(os.Stderr, "conformance: output of %s:\n%s", suite.srv.bin, suite.srv.output())
+	// The worker first: a worker whose server went away first only logs
+	// reconnection attempts.
+	for _, p := range []*process{suite.worker, suite.srv} {
+		if p == nil {
+			continue
 		}
-		suite.srv.stop()
+		if code != 0 {
+			fmt.Fprintf(os.Stderr, "conformance: output of %s:\n%s", p.bin, p.output())
+		}
+		p.stop()
 	}
 	os.Exit(code)
 }
@@ -123,12 +136,12 @@ func dial(addr string) (*grpc.ClientConn, error) {
 	}
 }
 
-// moundProcess is a mound server started by the suite. Its exec.Cmd owns the
-// goroutine copying the server's output; stop waits for it.
-type moundProcess struct {
+// process is a mound server or a workerd started by the suite. Its exec.Cmd
+// owns the goroutine copying the process's output; stop waits for it.
+type process struct {
 	bin    string
-	dir    string // temporary directory holding the binary and --data
-	addr   string
+	dir    string // temporary directory the process owns: removed by stop
+	addr   string // the server's gRPC address; empty for a worker
 	cmd    *exec.Cmd
 	out    *serverOutput
 	exited chan error // receives cmd.Wait's result once
@@ -136,14 +149,14 @@ type moundProcess struct {
 
 // startMound starts bin, or a mound built from the module around the working
 // directory when bin is empty, on free ports with a fresh data directory.
-func startMound(bin string) (*moundProcess, error) {
+func startMound(bin string) (*process, error) {
 	dir, err := os.MkdirTemp("", "mound-conformance-")
 	if err != nil {
 		return nil, err
 	}
-	p := &moundProcess{bin: bin, dir: dir, out: newServerOutput(), exited: make(chan error, 1)}
+	p := &process{bin: bin, dir: dir, out: newServerOutput(), exited: make(chan error, 1)}
 	if p.bin == "" {
-		if p.bin, err = buildMound(dir); err != nil {
+		if p.bin, err = buildCommand(dir, "./cmd/mound"); err != nil {
 			os.RemoveAll(dir)
 			return nil, err
 		}
@@ -154,14 +167,10 @@ func startMound(bin string) (*moundProcess, error) {
 	p.cmd = exec.Command(p.bin, "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--data", filepath.Join(dir, "data"))
 	p.cmd.Stdout = p.out
 	p.cmd.Stderr = p.out.stderr()
-	// A child that inherited the output pipe must not keep Wait blocked.
-	p.cmd.WaitDelay = stopTimeout
-	dieWithParent(p.cmd)
-	if err := p.cmd.Start(); err != nil {
+	if err := p.start(); err != nil {
 		os.RemoveAll(dir)
-		return nil, fmt.Errorf("start %s: %w", p.bin, err)
+		return nil, err
 	}
-	go func() { p.exited <- p.cmd.Wait() }()
 	timer := time.NewTimer(startTimeout)
 	defer timer.Stop()
 	select {
@@ -177,19 +186,33 @@ func startMound(bin string) (*moundProcess, error) {
 	}
 }
 
-// buildMound builds ./cmd/mound of the enclosing module into dir.
-func buildMound(dir string) (string, error) {
+// start starts p.cmd, killed with the test binary, and the goroutine that
+// waits for it.
+func (p *process) start() error {
+	// A child that inherited the output pipe must not keep Wait blocked.
+	p.cmd.WaitDelay = stopTimeout
+	dieWithParent(p.cmd)
+	if err := p.cmd.Start(); err != nil {
+		return fmt.Errorf("start %s: %w", p.bin, err)
+	}
+	go func() { p.exited <- p.cmd.Wait() }()
+	return nil
+}
+
+// buildCommand builds the main package pkg (such as "./cmd/mound") of the
+// enclosing module into dir and returns the binary's path.
+func buildCommand(dir, pkg string) (string, error) {
 	root, err := moduleRoot()
 	if err != nil {
 		return "", err
 	}
-	bin := filepath.Join(dir, "mound")
+	bin := filepath.Join(dir, filepath.Base(pkg))
 	ctx, cancel := context.WithTimeout(context.Background(), buildTimeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/mound")
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, pkg)
 	cmd.Dir = root
 	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("build ./cmd/mound in %s: %w\n%s", root, err, out)
+		return "", fmt.Errorf("build %s in %s: %w\n%s", pkg, root, err, out)
 	}
 	statSources(root)
 	return bin, nil
@@ -234,9 +257,9 @@ func moduleRoot() (string, error) {
 	}
 }
 
-// stop sends SIGTERM, kills the server if it has not exited within
+// stop sends SIGTERM, kills the process if it has not exited within
 // stopTimeout, waits for it and removes its directory.
-func (p *moundProcess) stop() {
+func (p *process) stop() {
 	p.cmd.Process.Signal(syscall.SIGTERM)
 	timer := time.NewTimer(stopTimeout)
 	defer timer.Stop()
@@ -249,7 +272,7 @@ func (p *moundProcess) stop() {
 	os.RemoveAll(p.dir)
 }
 
-func (p *moundProcess) output() string { return p.out.String() }
+func (p *process) output() string { return p.out.String() }
 
 // serverOutput collects a server's stdout and stderr and sends the first
 // address that follows "grpc://" on a line of stdout.

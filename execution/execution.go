@@ -121,7 +121,8 @@ func (e *Execution) Execute(req *repb.ExecuteRequest, stream repb.Execution_Exec
 	key := cas.ActionKey{Instance: req.GetInstanceName(), Action: d}
 	name := "operations/" + uuid.NewString()
 	r := newRun(key, name, RequestMetadata(ctx))
-	if err := stream.Send(first(r, name)); err != nil {
+	sent := first(r, name)
+	if err := stream.Send(sent); err != nil {
 		return err
 	}
 	if !req.GetSkipCacheLookup() {
@@ -130,7 +131,7 @@ func (e *Execution) Execute(req *repb.ExecuteRequest, stream repb.Execution_Exec
 			e.ops.add(name, r)
 			r.set(repb.ExecutionStage_COMPLETED, "", &repb.ExecuteResponse{Result: result, CachedResult: true, Status: okStatus()})
 			e.ops.finished(r, e.opts.Retention)
-			return e.follow(ctx, name, r, stream)
+			return e.follow(ctx, name, r, stream, sent)
 		}
 		if !errors.Is(err, cas.ErrNotFound) && service.Code(err) != codes.NotFound {
 			return service.Status(err)
@@ -147,7 +148,7 @@ func (e *Execution) Execute(req *repb.ExecuteRequest, stream repb.Execution_Exec
 	e.ops.add(name, r)
 	if !l.action.GetDoNotCache() {
 		if cur := e.ops.join(key, name, r); cur != nil {
-			return e.follow(ctx, name, cur, stream)
+			return e.follow(ctx, name, cur, stream, sent)
 		}
 	}
 	platform := l.action.GetPlatform()
@@ -162,14 +163,14 @@ func (e *Execution) Execute(req *repb.ExecuteRequest, stream repb.Execution_Exec
 	if err != nil {
 		e.ops.finished(r, e.opts.Retention)
 		r.set(repb.ExecutionStage_COMPLETED, "", &repb.ExecuteResponse{Status: statusProto(codes.FailedPrecondition, err.Error())})
-		return e.follow(ctx, name, r, stream)
+		return e.follow(ctx, name, r, stream, sent)
 	}
 	e.wg.Add(1)
 	go func() {
 		defer e.wg.Done()
 		e.track(r, events, l.action.GetDoNotCache())
 	}()
-	return e.follow(ctx, name, r, stream)
+	return e.follow(ctx, name, r, stream, sent)
 }
 
 func (e *Execution) timeout(a *repb.Action) (time.Duration, error) {
@@ -228,17 +229,19 @@ func (e *Execution) WaitExecution(req *repb.WaitExecutionRequest, stream repb.Ex
 	if r == nil {
 		return status.Errorf(codes.NotFound, "operation %q is unknown or finished too long ago", req.GetName())
 	}
-	return e.follow(stream.Context(), req.GetName(), r, stream)
+	return e.follow(stream.Context(), req.GetName(), r, stream, nil)
 }
 
 type opSender interface {
 	Send(*longrunningpb.Operation) error
 }
 
-// follow streams r's changes as the operation name until it is done. When
+// follow streams r's changes as the operation name until it is done; last
+// is what the stream already carries, if anything, so it is not sent again.
+// When
 // the last follower of an unfinished run leaves, the run is cancelled unless
 // someone follows it again within AbandonAfter.
-func (e *Execution) follow(ctx context.Context, name string, r *run, stream opSender) error {
+func (e *Execution) follow(ctx context.Context, name string, r *run, stream opSender, last *longrunningpb.Operation) error {
 	r.mu.Lock()
 	r.waiters++
 	r.mu.Unlock()
@@ -259,7 +262,6 @@ func (e *Execution) follow(ctx context.Context, name string, r *run, stream opSe
 			})
 		}
 	}()
-	var last *longrunningpb.Operation
 	for {
 		op, done, changed := r.snapshot(name)
 		if last == nil || !proto.Equal(op, last) {
