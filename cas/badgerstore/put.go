@@ -9,7 +9,9 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
+	"sync"
 	"syscall"
 	"time"
 
@@ -290,12 +292,10 @@ func syncDir(dir string) error {
 // appended to a pack with one write and one (shared) fdatasync, and their
 // metadata committed in one Badger write.
 func (s *Store) PutBatch(ctx context.Context, blobs []cas.Blob) []error {
-	errs := make([]error, len(blobs))
+	errs := verifyAll(blobs)
 	var todo []int // indexes of valid, non-empty, inline-sized blobs
 	for i, b := range blobs {
-		v := digest.NewVerifier(b.Digest)
-		v.Write(b.Data)
-		if errs[i] = v.Check(); errs[i] != nil || b.Digest.IsEmpty() {
+		if errs[i] != nil || b.Digest.IsEmpty() {
 			continue
 		}
 		if b.Digest.Size > s.opts.InlineLimit {
@@ -362,6 +362,27 @@ func (s *Store) PutBatch(ctx context.Context, blobs []cas.Blob) []error {
 	for _, e := range write {
 		s.index.add(e)
 	}
+	return errs
+}
+
+// verifyAll checks every blob against its digest, on all cores: hashing a
+// batch of a few MiB is most of its CPU cost, and the batch waits for it.
+func verifyAll(blobs []cas.Blob) []error {
+	errs := make([]error, len(blobs))
+	workers := min(runtime.GOMAXPROCS(0), max(len(blobs)/16, 1))
+	var wg sync.WaitGroup
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := w; i < len(blobs); i += workers {
+				v := digest.NewVerifier(blobs[i].Digest)
+				v.Write(blobs[i].Data)
+				errs[i] = v.Check()
+			}
+		}()
+	}
+	wg.Wait()
 	return errs
 }
 
