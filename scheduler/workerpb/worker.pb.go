@@ -1076,6 +1076,186 @@ func (x *SetWorkerStateRequest) GetState() WorkerState {
 	return WorkerState_WORKER_STATE_UNSPECIFIED
 }
 
+// InputAccess is what an action did to its input tree, recorded by the
+// worker's lazy FUSE inputs. The worker returns it in the action result's
+// ExecutedActionMetadata.auxiliary_metadata, so that a client (shellproxy)
+// can key its cache on the files the command really read, and replay what
+// it wrote. Paths are relative to the input root, sorted.
+type InputAccess struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// read are the files the action opened for reading or whose symlink it read.
+	Read []string `protobuf:"bytes,1,rep,name=read,proto3" json:"read,omitempty"`
+	// missing are paths the action looked up that did not exist.
+	Missing  []string  `protobuf:"bytes,2,rep,name=missing,proto3" json:"missing,omitempty"`
+	Written  []string  `protobuf:"bytes,3,rep,name=written,proto3" json:"written,omitempty"`
+	Created  []string  `protobuf:"bytes,4,rep,name=created,proto3" json:"created,omitempty"`
+	Deleted  []string  `protobuf:"bytes,5,rep,name=deleted,proto3" json:"deleted,omitempty"`
+	Renamed  []*Rename `protobuf:"bytes,6,rep,name=renamed,proto3" json:"renamed,omitempty"`
+	Chmodded []string  `protobuf:"bytes,7,rep,name=chmodded,proto3" json:"chmodded,omitempty"`
+	// fetch_blocked is the time the action's file system requests waited for
+	// blobs to arrive from the CAS, apart from its run time.
+	FetchBlocked *durationpb.Duration `protobuf:"bytes,8,opt,name=fetch_blocked,json=fetchBlocked,proto3" json:"fetch_blocked,omitempty"`
+	// prefetched counts files fetched ahead from the read set of an earlier
+	// run of the same command.
+	Prefetched int64 `protobuf:"varint,9,opt,name=prefetched,proto3" json:"prefetched,omitempty"`
+	// inputs is how the worker presented the input tree: "fuse" or "hardlink".
+	Inputs        string `protobuf:"bytes,10,opt,name=inputs,proto3" json:"inputs,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *InputAccess) Reset() {
+	*x = InputAccess{}
+	mi := &file_worker_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InputAccess) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InputAccess) ProtoMessage() {}
+
+func (x *InputAccess) ProtoReflect() protoreflect.Message {
+	mi := &file_worker_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InputAccess.ProtoReflect.Descriptor instead.
+func (*InputAccess) Descriptor() ([]byte, []int) {
+	return file_worker_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *InputAccess) GetRead() []string {
+	if x != nil {
+		return x.Read
+	}
+	return nil
+}
+
+func (x *InputAccess) GetMissing() []string {
+	if x != nil {
+		return x.Missing
+	}
+	return nil
+}
+
+func (x *InputAccess) GetWritten() []string {
+	if x != nil {
+		return x.Written
+	}
+	return nil
+}
+
+func (x *InputAccess) GetCreated() []string {
+	if x != nil {
+		return x.Created
+	}
+	return nil
+}
+
+func (x *InputAccess) GetDeleted() []string {
+	if x != nil {
+		return x.Deleted
+	}
+	return nil
+}
+
+func (x *InputAccess) GetRenamed() []*Rename {
+	if x != nil {
+		return x.Renamed
+	}
+	return nil
+}
+
+func (x *InputAccess) GetChmodded() []string {
+	if x != nil {
+		return x.Chmodded
+	}
+	return nil
+}
+
+func (x *InputAccess) GetFetchBlocked() *durationpb.Duration {
+	if x != nil {
+		return x.FetchBlocked
+	}
+	return nil
+}
+
+func (x *InputAccess) GetPrefetched() int64 {
+	if x != nil {
+		return x.Prefetched
+	}
+	return 0
+}
+
+func (x *InputAccess) GetInputs() string {
+	if x != nil {
+		return x.Inputs
+	}
+	return ""
+}
+
+type Rename struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	From          string                 `protobuf:"bytes,1,opt,name=from,proto3" json:"from,omitempty"`
+	To            string                 `protobuf:"bytes,2,opt,name=to,proto3" json:"to,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Rename) Reset() {
+	*x = Rename{}
+	mi := &file_worker_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Rename) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Rename) ProtoMessage() {}
+
+func (x *Rename) ProtoReflect() protoreflect.Message {
+	mi := &file_worker_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Rename.ProtoReflect.Descriptor instead.
+func (*Rename) Descriptor() ([]byte, []int) {
+	return file_worker_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *Rename) GetFrom() string {
+	if x != nil {
+		return x.From
+	}
+	return ""
+}
+
+func (x *Rename) GetTo() string {
+	if x != nil {
+		return x.To
+	}
+	return ""
+}
+
 var File_worker_proto protoreflect.FileDescriptor
 
 const file_worker_proto_rawDesc = "" +
@@ -1141,7 +1321,24 @@ const file_worker_proto_rawDesc = "" +
 	"\aworkers\x18\x01 \x03(\v2\x1b.mound.worker.v1.WorkerInfoR\aworkers\"_\n" +
 	"\x15SetWorkerStateRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x122\n" +
-	"\x05state\x18\x02 \x01(\x0e2\x1c.mound.worker.v1.WorkerStateR\x05state*Q\n" +
+	"\x05state\x18\x02 \x01(\x0e2\x1c.mound.worker.v1.WorkerStateR\x05state\"\xd0\x02\n" +
+	"\vInputAccess\x12\x12\n" +
+	"\x04read\x18\x01 \x03(\tR\x04read\x12\x18\n" +
+	"\amissing\x18\x02 \x03(\tR\amissing\x12\x18\n" +
+	"\awritten\x18\x03 \x03(\tR\awritten\x12\x18\n" +
+	"\acreated\x18\x04 \x03(\tR\acreated\x12\x18\n" +
+	"\adeleted\x18\x05 \x03(\tR\adeleted\x121\n" +
+	"\arenamed\x18\x06 \x03(\v2\x17.mound.worker.v1.RenameR\arenamed\x12\x1a\n" +
+	"\bchmodded\x18\a \x03(\tR\bchmodded\x12>\n" +
+	"\rfetch_blocked\x18\b \x01(\v2\x19.google.protobuf.DurationR\ffetchBlocked\x12\x1e\n" +
+	"\n" +
+	"prefetched\x18\t \x01(\x03R\n" +
+	"prefetched\x12\x16\n" +
+	"\x06inputs\x18\n" +
+	" \x01(\tR\x06inputs\",\n" +
+	"\x06Rename\x12\x12\n" +
+	"\x04from\x18\x01 \x01(\tR\x04from\x12\x0e\n" +
+	"\x02to\x18\x02 \x01(\tR\x02to*Q\n" +
 	"\vWorkerState\x12\x1c\n" +
 	"\x18WORKER_STATE_UNSPECIFIED\x10\x00\x12\n" +
 	"\n" +
@@ -1168,7 +1365,7 @@ func file_worker_proto_rawDescGZIP() []byte {
 }
 
 var file_worker_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_worker_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_worker_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_worker_proto_goTypes = []any{
 	(WorkerState)(0),              // 0: mound.worker.v1.WorkerState
 	(*Property)(nil),              // 1: mound.worker.v1.Property
@@ -1186,8 +1383,10 @@ var file_worker_proto_goTypes = []any{
 	(*ListWorkersRequest)(nil),    // 13: mound.worker.v1.ListWorkersRequest
 	(*ListWorkersResponse)(nil),   // 14: mound.worker.v1.ListWorkersResponse
 	(*SetWorkerStateRequest)(nil), // 15: mound.worker.v1.SetWorkerStateRequest
-	(*timestamppb.Timestamp)(nil), // 16: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 17: google.protobuf.Duration
+	(*InputAccess)(nil),           // 16: mound.worker.v1.InputAccess
+	(*Rename)(nil),                // 17: mound.worker.v1.Rename
+	(*timestamppb.Timestamp)(nil), // 18: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 19: google.protobuf.Duration
 }
 var file_worker_proto_depIdxs = []int32{
 	3,  // 0: mound.worker.v1.WorkerMessage.hello:type_name -> mound.worker.v1.Hello
@@ -1195,31 +1394,33 @@ var file_worker_proto_depIdxs = []int32{
 	5,  // 2: mound.worker.v1.WorkerMessage.started:type_name -> mound.worker.v1.TaskStarted
 	6,  // 3: mound.worker.v1.WorkerMessage.finished:type_name -> mound.worker.v1.TaskFinished
 	1,  // 4: mound.worker.v1.Hello.platform:type_name -> mound.worker.v1.Property
-	16, // 5: mound.worker.v1.TaskStarted.at:type_name -> google.protobuf.Timestamp
+	18, // 5: mound.worker.v1.TaskStarted.at:type_name -> google.protobuf.Timestamp
 	9,  // 6: mound.worker.v1.SchedulerMessage.welcome:type_name -> mound.worker.v1.Welcome
 	10, // 7: mound.worker.v1.SchedulerMessage.task:type_name -> mound.worker.v1.Task
 	11, // 8: mound.worker.v1.SchedulerMessage.cancel:type_name -> mound.worker.v1.Cancel
 	8,  // 9: mound.worker.v1.SchedulerMessage.goodbye:type_name -> mound.worker.v1.Goodbye
-	17, // 10: mound.worker.v1.Welcome.heartbeat_interval:type_name -> google.protobuf.Duration
-	17, // 11: mound.worker.v1.Task.timeout:type_name -> google.protobuf.Duration
-	16, // 12: mound.worker.v1.Task.queued_at:type_name -> google.protobuf.Timestamp
+	19, // 10: mound.worker.v1.Welcome.heartbeat_interval:type_name -> google.protobuf.Duration
+	19, // 11: mound.worker.v1.Task.timeout:type_name -> google.protobuf.Duration
+	18, // 12: mound.worker.v1.Task.queued_at:type_name -> google.protobuf.Timestamp
 	1,  // 13: mound.worker.v1.WorkerInfo.platform:type_name -> mound.worker.v1.Property
 	0,  // 14: mound.worker.v1.WorkerInfo.state:type_name -> mound.worker.v1.WorkerState
-	16, // 15: mound.worker.v1.WorkerInfo.connected_at:type_name -> google.protobuf.Timestamp
-	16, // 16: mound.worker.v1.WorkerInfo.last_seen:type_name -> google.protobuf.Timestamp
+	18, // 15: mound.worker.v1.WorkerInfo.connected_at:type_name -> google.protobuf.Timestamp
+	18, // 16: mound.worker.v1.WorkerInfo.last_seen:type_name -> google.protobuf.Timestamp
 	12, // 17: mound.worker.v1.ListWorkersResponse.workers:type_name -> mound.worker.v1.WorkerInfo
 	0,  // 18: mound.worker.v1.SetWorkerStateRequest.state:type_name -> mound.worker.v1.WorkerState
-	2,  // 19: mound.worker.v1.Scheduler.Connect:input_type -> mound.worker.v1.WorkerMessage
-	13, // 20: mound.worker.v1.Admin.ListWorkers:input_type -> mound.worker.v1.ListWorkersRequest
-	15, // 21: mound.worker.v1.Admin.SetWorkerState:input_type -> mound.worker.v1.SetWorkerStateRequest
-	7,  // 22: mound.worker.v1.Scheduler.Connect:output_type -> mound.worker.v1.SchedulerMessage
-	14, // 23: mound.worker.v1.Admin.ListWorkers:output_type -> mound.worker.v1.ListWorkersResponse
-	12, // 24: mound.worker.v1.Admin.SetWorkerState:output_type -> mound.worker.v1.WorkerInfo
-	22, // [22:25] is the sub-list for method output_type
-	19, // [19:22] is the sub-list for method input_type
-	19, // [19:19] is the sub-list for extension type_name
-	19, // [19:19] is the sub-list for extension extendee
-	0,  // [0:19] is the sub-list for field type_name
+	17, // 19: mound.worker.v1.InputAccess.renamed:type_name -> mound.worker.v1.Rename
+	19, // 20: mound.worker.v1.InputAccess.fetch_blocked:type_name -> google.protobuf.Duration
+	2,  // 21: mound.worker.v1.Scheduler.Connect:input_type -> mound.worker.v1.WorkerMessage
+	13, // 22: mound.worker.v1.Admin.ListWorkers:input_type -> mound.worker.v1.ListWorkersRequest
+	15, // 23: mound.worker.v1.Admin.SetWorkerState:input_type -> mound.worker.v1.SetWorkerStateRequest
+	7,  // 24: mound.worker.v1.Scheduler.Connect:output_type -> mound.worker.v1.SchedulerMessage
+	14, // 25: mound.worker.v1.Admin.ListWorkers:output_type -> mound.worker.v1.ListWorkersResponse
+	12, // 26: mound.worker.v1.Admin.SetWorkerState:output_type -> mound.worker.v1.WorkerInfo
+	24, // [24:27] is the sub-list for method output_type
+	21, // [21:24] is the sub-list for method input_type
+	21, // [21:21] is the sub-list for extension type_name
+	21, // [21:21] is the sub-list for extension extendee
+	0,  // [0:21] is the sub-list for field type_name
 }
 
 func init() { file_worker_proto_init() }
@@ -1245,7 +1446,7 @@ func file_worker_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_worker_proto_rawDesc), len(file_worker_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   15,
+			NumMessages:   17,
 			NumExtensions: 0,
 			NumServices:   2,
 		},
