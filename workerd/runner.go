@@ -154,7 +154,12 @@ func (r *runner) execute(ctx context.Context, task *workerpb.Task, md *repb.Exec
 	}
 
 	md.OutputUploadStartTimestamp = timestamppb.Now()
-	result, err := outputs.Collect(ctx, root, cmd, store)
+	view, err := outputs.OpenDirView(root)
+	if err != nil {
+		return nil, fmt.Errorf("collect outputs: %w", err)
+	}
+	defer view.Close()
+	result, err := outputs.Collect(ctx, view, cmd, store)
 	if err != nil {
 		return nil, fmt.Errorf("collect outputs: %w", err)
 	}

@@ -5,8 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"os"
-	"path/filepath"
+	"path"
+	"strings"
 	"syscall"
 
 	repb "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
@@ -37,7 +37,8 @@ type file struct {
 
 // collector gathers the outputs of one action.
 type collector struct {
-	root  *os.Root
+	view  View
+	known KnownDigests     // view's, or nil
 	files map[string]*file // by name
 	order []*file          // values of files, in the order found
 }
@@ -53,28 +54,26 @@ type found struct {
 	linkToDir bool
 }
 
-// Collect finds the outputs cmd declares in the input root dir after the
+// Collect finds the outputs cmd declares in view, the input root after the
 // action ran, stores their blobs in store and returns the ActionResult's
 // output fields (the caller sets the exit code, stdout, stderr and
-// metadata). Outputs are reported under their declared paths. An absent
-// output is left out; one found with the wrong type wraps ErrWrongType; a
-// path that leaves dir through a symlink, a malformed declaration
-// (inputs.ErrBadOutput) or a file type REAPI cannot represent (a socket, a
-// device) is an error, as is any failure to read or store.
-func Collect(ctx context.Context, dir string, cmd *repb.Command, store Store) (*repb.ActionResult, error) {
+// metadata). Outputs are reported under their declared paths. A file whose
+// digest view knows (KnownDigests) is not read to hash it. An absent output
+// is left out; one found with the wrong type wraps ErrWrongType; a path the
+// view refuses (a DirView refuses one that leaves the directory through a
+// symlink), a malformed declaration (inputs.ErrBadOutput) or a file type
+// REAPI cannot represent (a socket, a device) is an error, as is any failure
+// to read or store.
+func Collect(ctx context.Context, view View, cmd *repb.Command, store Store) (*repb.ActionResult, error) {
 	outs, err := inputs.DeclaredOutputs(cmd)
 	if err != nil {
 		return nil, err
 	}
-	root, err := os.OpenRoot(dir)
-	if err != nil {
-		return nil, err
-	}
-	defer root.Close()
-	c := &collector{root: root, files: map[string]*file{}}
+	c := &collector{view: view, files: map[string]*file{}}
+	c.known, _ = view.(KnownDigests)
 	var founds []*found
 	for _, o := range outs {
-		f, err := c.find(o, dir)
+		f, err := c.find(o)
 		if err != nil {
 			return nil, fmt.Errorf("output %q: %w", o.Path, err)
 		}
@@ -120,8 +119,8 @@ func Collect(ctx context.Context, dir string, cmd *repb.Command, store Store) (*
 }
 
 // find looks up a declared output. It returns nil for an absent one.
-func (c *collector) find(o inputs.Output, dir string) (*found, error) {
-	info, err := c.root.Lstat(o.Name)
+func (c *collector) find(o inputs.Output) (*found, error) {
+	info, err := c.view.Lstat(o.Name)
 	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) {
 		return nil, nil
 	}
@@ -131,13 +130,11 @@ func (c *collector) find(o inputs.Output, dir string) (*found, error) {
 	f := &found{out: o}
 	switch mode := info.Mode(); {
 	case mode&fs.ModeSymlink != 0:
-		if f.link, err = c.root.Readlink(o.Name); err != nil {
+		if f.link, err = c.view.Readlink(o.Name); err != nil {
 			return nil, err
 		}
-		// Only what the target is, for the deprecated fields: following
-		// the link reads no content, even when it leads outside dir.
-		if target, err := os.Stat(filepath.Join(dir, o.Name)); err == nil && target.IsDir() {
-			f.linkToDir = true
+		if o.Kind == inputs.OutputAny {
+			f.linkToDir = c.leadsToDir(o.Name, f.link)
 		}
 	case mode.IsRegular():
 		if o.Kind == inputs.OutputDirectory {
@@ -155,6 +152,40 @@ func (c *collector) find(o inputs.Output, dir string) (*found, error) {
 		return nil, fmt.Errorf("%s is a %v, which REAPI cannot represent", o.Name, mode.Type())
 	}
 	return f, nil
+}
+
+// maxLinkHops bounds the symlinks leadsToDir follows, as MAXSYMLINKS (40)
+// bounds the kernel's path resolution.
+const maxLinkHops = 40
+
+// leadsToDir reports whether the symlink name, pointing to target, leads to
+// a directory inside the view: it decides only which deprecated field an
+// output_paths symlink goes in. Targets are resolved lexically against the
+// link's directory. An absolute target, or one that leaves the root, counts
+// as no directory: it means whatever it means on the machine that reads
+// the result, and the worker looks at nothing outside the input root on
+// an action's behalf.
+func (c *collector) leadsToDir(name, target string) bool {
+	for range maxLinkHops {
+		if path.IsAbs(target) {
+			return false
+		}
+		name = path.Join(path.Dir(name), target)
+		if name == ".." || strings.HasPrefix(name, "../") {
+			return false
+		}
+		info, err := c.view.Lstat(name)
+		if err != nil {
+			return false
+		}
+		if info.Mode()&fs.ModeSymlink == 0 {
+			return info.IsDir()
+		}
+		if target, err = c.view.Readlink(name); err != nil {
+			return false
+		}
+	}
+	return false
 }
 
 // addFile records the regular file name, once.

@@ -128,6 +128,18 @@ func readTree(t *testing.T, s cas.BlobGetter, od *repb.OutputDirectory) []string
 	return lines
 }
 
+// collectDir collects cmd's outputs from the directory root through a
+// DirView.
+func collectDir(t *testing.T, ctx context.Context, root string, cmd *repb.Command, store Store) (*repb.ActionResult, error) {
+	t.Helper()
+	view, err := OpenDirView(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer view.Close()
+	return Collect(ctx, view, cmd, store)
+}
+
 func fileDigest(s string) *repb.Digest { return digest.OfBytes([]byte(s)).Proto() }
 
 func TestCollectV20(t *testing.T) {
@@ -157,7 +169,7 @@ func TestCollectV20(t *testing.T) {
 		OutputFiles:       []string{"big.bin", "flink", "nope.o", "out/a.o", "out/tool"},
 		OutputDirectories: []string{"dlink", "gen", "nodir"},
 	}
-	res, err := Collect(ctx, root, cmd, store)
+	res, err := collectDir(t, ctx, root, cmd, store)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -209,7 +221,7 @@ func TestCollectV20(t *testing.T) {
 	}
 
 	// Again: the same result, nothing sent.
-	again, err := Collect(ctx, root, cmd, store)
+	again, err := collectDir(t, ctx, root, cmd, store)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -234,7 +246,7 @@ func TestCollectOutputPaths(t *testing.T) {
 	})
 	store := newCountingStore()
 	cmd := &repb.Command{OutputPaths: []string{"absent", "bin/tool", "dangling", "lib", "tolib", "totool"}, OutputFiles: []string{"lib/a.so"}}
-	res, err := Collect(ctx, root, cmd, store)
+	res, err := collectDir(t, ctx, root, cmd, store)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -265,7 +277,7 @@ func TestCollectWholeWorkingDirectory(t *testing.T) {
 	root := t.TempDir()
 	build(t, root, map[string]string{"wd/f": "f", "other/g": "g"})
 	store := newCountingStore()
-	res, err := Collect(ctx, root, &repb.Command{WorkingDirectory: "wd", OutputDirectories: []string{""}}, store)
+	res, err := collectDir(t, ctx, root, &repb.Command{WorkingDirectory: "wd", OutputDirectories: []string{""}}, store)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -285,7 +297,7 @@ func TestCollectWrongTypes(t *testing.T) {
 		{OutputFiles: []string{"d"}},
 		{OutputDirectories: []string{"file"}},
 	} {
-		if _, err := Collect(ctx, root, cmd, newCountingStore()); !errors.Is(err, ErrWrongType) {
+		if _, err := collectDir(t, ctx, root, cmd, newCountingStore()); !errors.Is(err, ErrWrongType) {
 			t.Errorf("Collect(%v): %v, want ErrWrongType", cmd, err)
 		}
 	}
@@ -297,7 +309,7 @@ func TestCollectWrongTypes(t *testing.T) {
 		{OutputPaths: []string{"d/pipe"}},
 		{OutputDirectories: []string{"d"}},
 	} {
-		if _, err := Collect(ctx, root, cmd, newCountingStore()); err == nil || !strings.Contains(err.Error(), "cannot represent") {
+		if _, err := collectDir(t, ctx, root, cmd, newCountingStore()); err == nil || !strings.Contains(err.Error(), "cannot represent") {
 			t.Errorf("Collect(%v): %v, want a refusal of the FIFO", cmd, err)
 		}
 	}
@@ -323,7 +335,7 @@ func TestCollectRefusesEscapes(t *testing.T) {
 		{OutputFiles: []string{"ok.o", "../secret/key"}},
 	} {
 		store := newCountingStore()
-		_, err := Collect(ctx, root, cmd, store)
+		_, err := collectDir(t, ctx, root, cmd, store)
 		if err == nil {
 			t.Errorf("Collect(%v) succeeded", cmd)
 		}
@@ -332,7 +344,7 @@ func TestCollectRefusesEscapes(t *testing.T) {
 		}
 	}
 	// The escaping symlinks themselves are fine as outputs.
-	res, err := Collect(ctx, root, &repb.Command{WorkingDirectory: "wd", OutputFiles: []string{"rel"}}, newCountingStore())
+	res, err := collectDir(t, ctx, root, &repb.Command{WorkingDirectory: "wd", OutputFiles: []string{"rel"}}, newCountingStore())
 	if err != nil || len(res.GetOutputFileSymlinks()) != 1 {
 		t.Fatalf("symlink output: %v, %v", res, err)
 	}
@@ -340,7 +352,7 @@ func TestCollectRefusesEscapes(t *testing.T) {
 
 func TestCollectRejectsBadDeclarations(t *testing.T) {
 	ctx := storetest.Context(t)
-	_, err := Collect(ctx, t.TempDir(), &repb.Command{OutputFiles: []string{"/etc/passwd"}}, newCountingStore())
+	_, err := collectDir(t, ctx, t.TempDir(), &repb.Command{OutputFiles: []string{"/etc/passwd"}}, newCountingStore())
 	if !errors.Is(err, inputs.ErrBadOutput) {
 		t.Fatalf("absolute output: %v", err)
 	}

@@ -11,7 +11,7 @@ import (
 	"github.com/mound-build/mound/cas/digest"
 )
 
-// scanned is an output directory as found on disk, each list in name
+// scanned is an output directory as found in the view, each list in name
 // order (REAPI requires Directory entries sorted by name).
 type scanned struct {
 	files []namedFile
@@ -32,7 +32,7 @@ type namedDir struct {
 // scan reads the directory name and everything under it. Symlinks are
 // recorded, not followed.
 func (c *collector) scan(name string) (*scanned, error) {
-	entries, err := fs.ReadDir(c.root.FS(), name)
+	entries, err := c.view.ReadDir(name)
 	if err != nil {
 		return nil, err
 	}
@@ -41,7 +41,7 @@ func (c *collector) scan(name string) (*scanned, error) {
 		child := path.Join(name, e.Name())
 		switch t := e.Type(); {
 		case t&fs.ModeSymlink != 0:
-			target, err := c.root.Readlink(child)
+			target, err := c.view.Readlink(child)
 			if err != nil {
 				return nil, err
 			}
@@ -53,7 +53,7 @@ func (c *collector) scan(name string) (*scanned, error) {
 			}
 			s.dirs = append(s.dirs, namedDir{e.Name(), sub})
 		case t.IsRegular():
-			info, err := c.root.Lstat(child)
+			info, err := c.view.Lstat(child)
 			if err != nil {
 				return nil, err
 			}

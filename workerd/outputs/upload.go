@@ -39,16 +39,24 @@ const (
 // overlap another's hashing.
 var hashParallelism = max(2, runtime.GOMAXPROCS(0))
 
-// hashFiles hashes every recorded file once.
+// hashFiles hashes every recorded file once, except those whose digest the
+// view knows. A known digest whose size is not the file's is not trusted:
+// the file is hashed.
 func (c *collector) hashFiles(ctx context.Context) error {
 	eg, ctx := errgroup.WithContext(ctx)
 	eg.SetLimit(hashParallelism)
 	for _, f := range c.order {
+		if c.known != nil {
+			if d, ok := c.known.KnownDigest(f.name); ok && d.Size == f.size {
+				f.d = d
+				continue
+			}
+		}
 		eg.Go(func() error {
 			if err := ctx.Err(); err != nil {
 				return err
 			}
-			r, err := c.root.Open(f.name)
+			r, err := c.view.Open(f.name)
 			if err != nil {
 				return err
 			}
@@ -64,14 +72,14 @@ func (c *collector) hashFiles(ctx context.Context) error {
 
 // upload is the set of blobs an ActionResult references.
 type upload struct {
-	root  *os.Root
+	view  View
 	files map[digest.Digest]*file  // one file for each content
 	msgs  map[digest.Digest][]byte // serialized Directory and Tree messages
 	order []digest.Digest          // keys of files and msgs, once each
 }
 
 func newUpload(c *collector) *upload {
-	return &upload{root: c.root, files: map[digest.Digest]*file{}, msgs: map[digest.Digest][]byte{}}
+	return &upload{view: c.view, files: map[digest.Digest]*file{}, msgs: map[digest.Digest][]byte{}}
 }
 
 func (u *upload) has(d digest.Digest) bool {
@@ -159,7 +167,7 @@ func (u *upload) putGroup(ctx context.Context, store Store, ds []digest.Digest) 
 		data, ok := u.msgs[d]
 		if !ok {
 			var err error
-			if data, err = u.root.ReadFile(u.files[d].name); err != nil {
+			if data, err = u.readFile(u.files[d].name); err != nil {
 				return err
 			}
 		}
@@ -173,9 +181,23 @@ func (u *upload) putGroup(ctx context.Context, store Store, ds []digest.Digest) 
 	return nil
 }
 
+// readFile reads the small file name whole.
+func (u *upload) readFile(name string) ([]byte, error) {
+	r, err := u.view.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	b, err := io.ReadAll(r)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", name, err)
+	}
+	return b, nil
+}
+
 // putFile streams a large file to the store.
 func (u *upload) putFile(ctx context.Context, store Store, f *file) error {
-	r, err := u.root.Open(f.name)
+	r, err := u.view.Open(f.name)
 	if err != nil {
 		return err
 	}

@@ -5,9 +5,9 @@
 //
 // How a run goes:
 //
-//  1. The worker (package workerd) prepares the exec root on the host and
-//     calls Run with a Spec. Run validates it and starts this same binary
-//     again (/proc/self/exe) as the sandbox's init, in new user, mount, pid,
+//  1. The worker (package workerd) prepares the exec root and calls Run
+//     with a Spec. Run validates it and starts this same binary again
+//     (/proc/self/exe) as the sandbox's init, in new user, mount, pid,
 //     ipc, uts, cgroup and (unless Spec.Network) network namespaces. The
 //     user namespace maps one id, InsideUID/InsideGID, to the host's
 //     Spec.UID/Spec.GID; the init keeps only the few capabilities it needs
@@ -24,6 +24,14 @@
 //  4. If the init cannot set the sandbox up, it writes the reason to the same
 //     report pipe, so Run tells a setup failure (an error) from the
 //     command's own exit status (a Result), whatever that status is.
+//
+// The exec root is either a host directory (Spec.ExecRoot), bound at
+// Spec.MountPath, or a FUSE file system the worker serves (Spec.FUSE). The
+// latter is mounted by the init itself, inside the sandbox's user and mount
+// namespaces: the init mounts /dev/fuse and passes the descriptor back to
+// Run over a socket, Run has Spec.FUSE serve it, and the init waits for
+// Run's go-ahead before it pivots into the new root (fuse_linux.go). The
+// mount is never visible on the host and dies with the sandbox.
 //
 // A timeout or a cancelled context kills the init with SIGKILL, which ends
 // the whole pid namespace; the command's output written so far stays in the

@@ -17,17 +17,26 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// fuseHelperPrefix makes helperMain serve the exec root over FUSE.
+const fuseHelperPrefix = "fuse:"
+
 // helperMain runs a sandbox that prints "ready" to this process's stdout and
-// then sleeps until killed.
+// then sleeps until killed. Its exec root is the directory execRoot, or,
+// after fuseHelperPrefix, that directory served by this process over FUSE.
 func helperMain(execRoot string) int {
-	_, err := Run(context.Background(), Spec{
+	spec := Spec{
 		ExecRoot: execRoot,
 		Args:     []string{"/bin/bash", "-c", "echo ready; exec sleep 876549"},
 		Stdout:   os.Stdout,
 		Stderr:   os.Stderr,
 		UID:      testUID,
 		GID:      testGID,
-	})
+	}
+	if dir, ok := strings.CutPrefix(execRoot, fuseHelperPrefix); ok {
+		l := &loopback{dir: dir}
+		spec.ExecRoot, spec.FUSE = "", l.serve
+	}
+	_, err := Run(context.Background(), spec)
 	fmt.Fprintln(os.Stderr, "helper: Run returned:", err)
 	return 1
 }
@@ -130,10 +139,21 @@ func TestContextCancel(t *testing.T) {
 }
 
 // TestWorkerDeathKillsSandbox kills a process that is running a sandbox, as
-// if the worker crashed, and checks that the sandbox dies with it.
+// if the worker crashed, and checks that the sandbox dies with it, with its
+// exec root bound or served by the dying process over FUSE.
 func TestWorkerDeathKillsSandbox(t *testing.T) {
 	t.Parallel()
-	root := newExecRoot(t)
+	t.Run("bind", func(t *testing.T) {
+		t.Parallel()
+		testWorkerDeath(t, newExecRoot(t))
+	})
+	t.Run("fuse", func(t *testing.T) {
+		t.Parallel()
+		testWorkerDeath(t, fuseHelperPrefix+newExecRoot(t))
+	})
+}
+
+func testWorkerDeath(t *testing.T, root string) {
 	ctx, cancel := context.WithTimeout(context.Background(), runBound)
 	defer cancel()
 	helper := exec.CommandContext(ctx, os.Args[0], "-test.run=^$")
@@ -197,4 +217,5 @@ func TestWorkerDeathKillsSandbox(t *testing.T) {
 		break
 	}
 	noHostProcess(t, "sleep", "876549")
+	noFUSEMountOnHost(t)
 }

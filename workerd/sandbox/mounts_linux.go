@@ -40,12 +40,28 @@ func buildRoot(cfg *initConfig) error {
 	// The exec root may lie under newRoot: hold it open before the tmpfs
 	// hides it, and bind it through /proc/self/fd. Opened while the init
 	// still accesses files as the host's root, so the exec root's
-	// ancestors need not be searchable by the sandbox's user.
-	execFD, err := unix.Open(cfg.ExecRoot, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return setupErr("open exec root %s: %w", cfg.ExecRoot, err)
+	// ancestors need not be searchable by the sandbox's user. A FUSE exec
+	// root comes from /dev/fuse instead (fuse_linux.go), opened while the
+	// host's /dev is still in view.
+	execFD, fuseFD := -1, -1
+	var err error
+	if cfg.FUSE {
+		fuseFD, err = openFUSEDevice()
+		if err != nil {
+			return err
+		}
+		defer func() {
+			if fuseFD >= 0 {
+				unix.Close(fuseFD)
+			}
+		}()
+	} else {
+		execFD, err = unix.Open(cfg.ExecRoot, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return setupErr("open exec root %s: %w", cfg.ExecRoot, err)
+		}
+		defer unix.Close(execFD)
 	}
-	defer unix.Close(execFD)
 	if err := useInsideFSIDs(); err != nil {
 		return err
 	}
@@ -62,7 +78,18 @@ func buildRoot(cfg *initConfig) error {
 	if err := os.MkdirAll(mp, 0o755); err != nil {
 		return setupErr("%w", err)
 	}
-	if err := bindMount(fmt.Sprintf("/proc/self/fd/%d", execFD), mp, unix.MOUNT_ATTR_NOSUID|unix.MOUNT_ATTR_NODEV); err != nil {
+	if cfg.FUSE {
+		// The worker answers the mount's INIT while the init goes on
+		// with /tmp, /proc and /dev, which do not touch the mount.
+		if err := mountFUSE(fuseFD, mp); err != nil {
+			return err
+		}
+		if err := sendFUSEDevice(fuseFD); err != nil {
+			return err
+		}
+		unix.Close(fuseFD)
+		fuseFD = -1
+	} else if err := bindMount(fmt.Sprintf("/proc/self/fd/%d", execFD), mp, unix.MOUNT_ATTR_NOSUID|unix.MOUNT_ATTR_NODEV); err != nil {
 		return err
 	}
 
@@ -78,6 +105,11 @@ func buildRoot(cfg *initConfig) error {
 	// Nothing may be created beside the mount points.
 	if err := setAttr(newRoot, false, unix.MOUNT_ATTR_RDONLY); err != nil {
 		return err
+	}
+	if cfg.FUSE {
+		if err := awaitFUSEServed(); err != nil {
+			return err
+		}
 	}
 	return pivot(newRoot)
 }

@@ -26,7 +26,8 @@ const (
 	initEnvValue = "1"
 )
 
-// File descriptors of the init's pipes (0-2 are the command's stdio).
+// File descriptors of the init's pipes (0-2 are the command's stdio; 5 is
+// fuseSockFD).
 const (
 	reportFD = 3 // init → Run: the initReport
 	configFD = 4 // Run → init: the initConfig
@@ -67,6 +68,19 @@ func run(ctx context.Context, spec *Spec, cfg initConfig) (Result, error) {
 		reportW.Close()
 		return Result{}, fmt.Errorf("sandbox: config pipe: %w", err)
 	}
+	initFiles := []*os.File{reportW, configR} // fds 3 and 4
+	var fuseSock *os.File                     // Run's end of the FUSE handshake
+	if spec.FUSE != nil {
+		var initSock *os.File
+		fuseSock, initSock, err = fuseSocketPair()
+		if err != nil {
+			reportW.Close()
+			configR.Close()
+			configW.Close()
+			return Result{}, fmt.Errorf("sandbox: FUSE handshake: %w", err)
+		}
+		initFiles = append(initFiles, initSock) // fd 5, fuseSockFD
+	}
 
 	flags := uintptr(unix.CLONE_NEWUSER | unix.CLONE_NEWNS | unix.CLONE_NEWPID |
 		unix.CLONE_NEWIPC | unix.CLONE_NEWUTS | unix.CLONE_NEWCGROUP)
@@ -79,7 +93,7 @@ func run(ctx context.Context, spec *Spec, cfg initConfig) (Result, error) {
 		// The init needs few threads and no pause at exit (race-enabled
 		// builds sleep a second there by default).
 		Env:        []string{initEnv + "=" + initEnvValue, "GOMAXPROCS=1", "GORACE=atexit_sleep_ms=0"},
-		ExtraFiles: []*os.File{reportW, configR}, // fds 3 and 4
+		ExtraFiles: initFiles,
 		SysProcAttr: &syscall.SysProcAttr{
 			Cloneflags:  flags,
 			UidMappings: []syscall.SysProcIDMap{{ContainerID: InsideUID, HostID: spec.UID, Size: 1}},
@@ -106,13 +120,24 @@ func run(ctx context.Context, spec *Spec, cfg initConfig) (Result, error) {
 	defer runtime.UnlockOSThread()
 
 	err = cmd.Start()
-	reportW.Close()
-	configR.Close()
+	for _, f := range initFiles {
+		f.Close()
+	}
 	if err != nil {
 		configW.Close()
+		if fuseSock != nil {
+			fuseSock.Close()
+		}
 		return Result{}, fmt.Errorf("sandbox: start init: %w", err)
 	}
 	start := time.Now()
+	var fuse *fuseHandshake
+	var fuseDone <-chan error // fuse.done until read
+	if fuseSock != nil {
+		fuse = startFUSEHandshake(fuseSock, spec.FUSE)
+		defer fuse.close()
+		fuseDone = fuse.done
+	}
 
 	// Written from a goroutine: a config larger than the pipe's buffer
 	// would block until the init reads it, and Run must still honour ctx.
@@ -136,12 +161,26 @@ func run(ctx context.Context, spec *Spec, cfg initConfig) (Result, error) {
 	var killed bool
 	var ctxErr error
 	var waitErr error
-	select {
-	case waitErr = <-waitDone:
-	case <-timeout:
-		killed = true
-	case <-ctx.Done():
-		killed, ctxErr = true, ctx.Err()
+	var fuseErr error // why serving the exec root failed, if it did
+wait:
+	for {
+		select {
+		case err := <-fuseDone:
+			fuseDone = nil
+			if err != nil && !errors.Is(err, errInitGone) {
+				// No command can run without its exec root.
+				fuseErr = err
+				cmd.Process.Kill()
+			}
+		case waitErr = <-waitDone:
+			break wait
+		case <-timeout:
+			killed = true
+			break wait
+		case <-ctx.Done():
+			killed, ctxErr = true, ctx.Err()
+			break wait
+		}
 	}
 	if killed {
 		// SIGKILL to the init ends its pid namespace: the kernel kills
@@ -152,6 +191,13 @@ func run(ctx context.Context, spec *Spec, cfg initConfig) (Result, error) {
 	wall := time.Since(start)
 	<-configDone
 	configW.Close()
+	if fuseDone != nil {
+		// The init is gone, and its mount with it: the handshake ends
+		// at once, whatever stage it was at.
+		if err := <-fuseDone; err != nil && !errors.Is(err, errInitGone) {
+			fuseErr = err
+		}
+	}
 
 	rep, repErr := readReport(reportR)
 	if killed {
@@ -163,6 +209,8 @@ func run(ctx context.Context, spec *Spec, cfg initConfig) (Result, error) {
 		return res, nil
 	}
 	switch {
+	case repErr != nil && fuseErr != nil:
+		return Result{}, fmt.Errorf("sandbox: %w", fuseErr)
 	case repErr != nil:
 		return Result{}, fmt.Errorf("sandbox: init ended (%v) without a valid report: %w", waitErr, repErr)
 	case rep.Stage == stageStart:
@@ -229,7 +277,24 @@ func available() error {
 		return fmt.Errorf("sandbox: %w", err)
 	}
 	defer os.Remove(dir)
-	spec := Spec{ExecRoot: dir, Args: []string{"true"}, UID: 65534, GID: 65534}
+	return probe(Spec{ExecRoot: dir, Args: []string{"true"}, UID: 65534, GID: 65534})
+}
+
+func availableFUSE() error {
+	if err := available(); err != nil {
+		return err
+	}
+	// The init stops before anything looks inside the mount, so it needs
+	// no server: the mount dies unanswered with the sandbox.
+	notServed := func(*os.File) error { return nil }
+	if err := probe(Spec{FUSE: notServed, Args: []string{"true"}, UID: 65534, GID: 65534}); err != nil {
+		return fmt.Errorf("sandbox: FUSE exec roots: %w", err)
+	}
+	return nil
+}
+
+// probe sets up a sandbox for spec without running its command.
+func probe(spec Spec) error {
 	if err := spec.Validate(); err != nil {
 		return err
 	}

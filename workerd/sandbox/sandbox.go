@@ -61,11 +61,42 @@ var privateDirs = []string{"/proc", "/dev", "/tmp"}
 type Spec struct {
 	// ExecRoot is the host directory with the action's input tree. The
 	// command sees it read-write at MountPath; host permissions decide
-	// what it may change (it runs as UID/GID).
+	// what it may change (it runs as UID/GID). It must be "" when FUSE is
+	// set.
 	ExecRoot string
-	// MountPath is the absolute path where the command sees ExecRoot; ""
-	// means DefaultMountPath. It must not be "/" nor lie under the
-	// sandbox's system or private directories (/usr, /etc, /tmp, ...).
+	// FUSE, when set, makes the exec root a FUSE file system that this
+	// process serves, instead of a bind mount of ExecRoot. The sandbox's
+	// init opens /dev/fuse inside the sandbox's namespaces and mounts it
+	// at MountPath, with allow_other and without default_permissions: the
+	// kernel checks no permission bits, the server decides. Only the
+	// sandbox's processes can reach the mount; it exists in the sandbox's
+	// mount namespace alone, never on the host, and ends with the sandbox
+	// however that ends, even if this process is killed.
+	//
+	// Ids are the sandbox's on both sides: requests carry InsideUID and
+	// InsideGID as the caller's ids (and pids of the sandbox's pid
+	// namespace), and the kernel reads the owners the server reports as
+	// ids of the sandbox's user namespace, where only InsideUID and
+	// InsideGID exist. It refuses every write to an inode owned by any
+	// other id, whatever the server would answer: what the command may
+	// change (output directories, the files it creates) must be reported
+	// as owned by InsideUID and InsideGID.
+	//
+	// Run calls FUSE once the file system is mounted, from another
+	// goroutine, with the init's /dev/fuse; the kernel's INIT request is
+	// waiting in it. FUSE must start serving dev and return (with go-fuse:
+	// fuse.NewServer with the mount point "/dev/fd/N", then go Serve),
+	// without waiting for requests other than INIT: the command starts
+	// only after FUSE returned nil, and an error fails Run. dev belongs to
+	// Run, which closes it after the sandbox has ended; a server that
+	// closes its descriptor itself, as go-fuse does with N, must be given
+	// a duplicate (fcntl F_DUPFD_CLOEXEC). When the sandbox ends, its
+	// mount goes with it and the server's reads fail with ENODEV, which
+	// ends a go-fuse Server; Run does not wait for the server.
+	FUSE func(dev *os.File) error
+	// MountPath is the absolute path where the command sees the exec
+	// root; "" means DefaultMountPath. It must not be "/" nor lie under
+	// the sandbox's system or private directories (/usr, /etc, /tmp, ...).
 	MountPath string
 	// WorkDir is Command.working_directory, relative to the exec root (""
 	// for the root itself). It must be a local path (no "..", not
@@ -161,13 +192,19 @@ func (s *Spec) Validate() error {
 	bad := func(format string, a ...any) error {
 		return fmt.Errorf("%w: %s", ErrInvalidSpec, fmt.Sprintf(format, a...))
 	}
-	if !filepath.IsAbs(s.ExecRoot) || filepath.Clean(s.ExecRoot) == "/" {
+	switch {
+	case s.FUSE != nil && s.ExecRoot != "":
+		return bad("exec root %q given with FUSE, which serves the exec root", s.ExecRoot)
+	case s.FUSE != nil:
+		// No exec root on the host to check.
+	case !filepath.IsAbs(s.ExecRoot) || filepath.Clean(s.ExecRoot) == "/":
 		return bad("exec root %q is not an absolute path below /", s.ExecRoot)
-	}
-	if fi, err := os.Stat(s.ExecRoot); err != nil {
-		return bad("exec root: %v", err)
-	} else if !fi.IsDir() {
-		return bad("exec root %q is not a directory", s.ExecRoot)
+	default:
+		if fi, err := os.Stat(s.ExecRoot); err != nil {
+			return bad("exec root: %v", err)
+		} else if !fi.IsDir() {
+			return bad("exec root %q is not a directory", s.ExecRoot)
+		}
 	}
 	mp := s.mountPath()
 	if !path.IsAbs(mp) || path.Clean(mp) != mp || mp == "/" {
@@ -218,7 +255,10 @@ func (s *Spec) mountPath() string {
 // initConfig is what Run sends the init over its spec pipe: the Spec without
 // the host-side parts (files, ids, timeout), defaults filled in.
 type initConfig struct {
-	ExecRoot  string
+	ExecRoot string
+	// FUSE makes the init mount /dev/fuse at MountPath, instead of
+	// binding ExecRoot there, and hand the device to Run.
+	FUSE      bool
 	MountPath string
 	WorkDir   string // absolute, inside the sandbox
 	Args      []string
@@ -234,6 +274,7 @@ func (s *Spec) initConfig() initConfig {
 	mp := s.mountPath()
 	return initConfig{
 		ExecRoot:  s.ExecRoot,
+		FUSE:      s.FUSE != nil,
 		MountPath: mp,
 		WorkDir:   path.Join(mp, filepath.ToSlash(s.WorkDir)),
 		Args:      s.Args,
@@ -293,6 +334,15 @@ func Run(ctx context.Context, spec Spec) (Result, error) {
 // few milliseconds; call it once when the worker starts.
 func Available() error {
 	return available()
+}
+
+// AvailableFUSE reports nil when this machine can also run sandboxes whose
+// exec root is a FUSE file system (Spec.FUSE), and otherwise why not (no
+// /dev/fuse, a kernel that refuses FUSE mounts in user namespaces, ...).
+// Like Available it sets a sandbox up for real, here with a FUSE mount that
+// nothing touches and that is never served.
+func AvailableFUSE() error {
+	return availableFUSE()
 }
 
 // RunInitIfRequested must be called first thing in the main of any binary

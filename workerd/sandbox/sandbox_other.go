@@ -15,4 +15,6 @@ func run(context.Context, *Spec, initConfig) (Result, error) { return Result{}, 
 
 func available() error { return errUnsupported }
 
+func availableFUSE() error { return errUnsupported }
+
 func runInitIfRequested() {}

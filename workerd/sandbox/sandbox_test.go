@@ -80,10 +80,10 @@ type outcome struct {
 }
 
 // runSpec runs spec with output files outside its exec root, filling in an
-// exec root and the test ids when spec has none.
+// exec root (unless spec has FUSE) and the test ids when spec has none.
 func runSpec(t *testing.T, ctx context.Context, spec Spec) outcome {
 	t.Helper()
-	if spec.ExecRoot == "" {
+	if spec.ExecRoot == "" && spec.FUSE == nil {
 		spec.ExecRoot = newExecRoot(t)
 	}
 	if spec.UID == 0 {
@@ -158,6 +158,10 @@ func TestAvailable(t *testing.T) {
 	if err := Available(); err != nil {
 		t.Fatalf("Available() = %v", err)
 	}
+	if err := AvailableFUSE(); err != nil {
+		t.Fatalf("AvailableFUSE() = %v", err)
+	}
+	noFUSEMountOnHost(t)
 }
 
 func TestOutputAndExitStatus(t *testing.T) {
