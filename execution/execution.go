@@ -121,34 +121,61 @@ func (e *Execution) Execute(req *repb.ExecuteRequest, stream repb.Execution_Exec
 	key := cas.ActionKey{Instance: req.GetInstanceName(), Action: d}
 	name := "operations/" + uuid.NewString()
 	r := newRun(key, name, RequestMetadata(ctx))
+	// The name is resolvable from the moment the client can know it: a
+	// client that loses the stream right after the first message comes
+	// back with WaitExecution.
+	e.ops.add(name, r)
 	sent := first(r, name)
 	if err := stream.Send(sent); err != nil {
+		e.ops.finished(r, e.opts.Retention)
 		return err
 	}
-	if !req.GetSkipCacheLookup() {
+	// Checking the cache and the inputs belongs to the operation, not to
+	// this stream, so it goes on when the stream is lost.
+	work, cancel := context.WithTimeout(context.WithoutCancel(ctx), startTimeout)
+	defer cancel()
+	cur, err := e.start(work, name, r, req.GetSkipCacheLookup())
+	if err != nil {
+		// Followers that came back with WaitExecution see the error too.
+		e.ops.finished(r, e.opts.Retention)
+		r.set(repb.ExecutionStage_COMPLETED, "", &repb.ExecuteResponse{Status: status.Convert(err).Proto()})
+		return err
+	}
+	return e.follow(ctx, name, cur, stream, sent)
+}
+
+// startTimeout bounds the work of Execute before an action is queued: an
+// AC lookup and a walk of the input tree in the local store, which take
+// milliseconds even for large trees.
+const startTimeout = 5 * time.Minute
+
+// start answers r from the action cache, joins it to an identical run in
+// flight, or queues it, and returns the run the operation name follows. An
+// error is a gRPC status for the Execute call.
+func (e *Execution) start(ctx context.Context, name string, r *run, skipCache bool) (*run, error) {
+	key := r.key
+	if !skipCache {
 		result, err := e.opts.Actions.GetActionResult(ctx, key)
 		if err == nil {
-			e.ops.add(name, r)
 			r.set(repb.ExecutionStage_COMPLETED, "", &repb.ExecuteResponse{Result: result, CachedResult: true, Status: okStatus()})
 			e.ops.finished(r, e.opts.Retention)
-			return e.follow(ctx, name, r, stream, sent)
+			return r, nil
 		}
 		if !errors.Is(err, cas.ErrNotFound) && service.Code(err) != codes.NotFound {
-			return service.Status(err)
+			return nil, service.Status(err)
 		}
 	}
-	l, err := load(ctx, e.opts.Blobs, d)
+	l, err := load(ctx, e.opts.Blobs, key.Action)
 	if err != nil {
-		return service.Status(err)
+		return nil, service.Status(err)
 	}
 	timeout, err := e.timeout(l.action)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	e.ops.add(name, r)
 	if !l.action.GetDoNotCache() {
 		if cur := e.ops.join(key, name, r); cur != nil {
-			return e.follow(ctx, name, cur, stream, sent)
+			return cur, nil
 		}
 	}
 	platform := l.action.GetPlatform()
@@ -163,14 +190,14 @@ func (e *Execution) Execute(req *repb.ExecuteRequest, stream repb.Execution_Exec
 	if err != nil {
 		e.ops.finished(r, e.opts.Retention)
 		r.set(repb.ExecutionStage_COMPLETED, "", &repb.ExecuteResponse{Status: statusProto(codes.FailedPrecondition, err.Error())})
-		return e.follow(ctx, name, r, stream, sent)
+		return r, nil
 	}
 	e.wg.Add(1)
 	go func() {
 		defer e.wg.Done()
 		e.track(r, events, l.action.GetDoNotCache())
 	}()
-	return e.follow(ctx, name, r, stream, sent)
+	return r, nil
 }
 
 func (e *Execution) timeout(a *repb.Action) (time.Duration, error) {

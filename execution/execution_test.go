@@ -81,9 +81,17 @@ type env struct {
 
 func newEnv(t *testing.T, opts Options) *env {
 	t.Helper()
+	return newEnvWith(t, opts, func(*Options) {})
+}
+
+// newEnvWith is newEnv with a chance to change the options, once they
+// are complete, before the service starts.
+func newEnvWith(t *testing.T, opts Options, change func(*Options)) *env {
+	t.Helper()
 	e := &env{store: memstore.New(), queue: newFakeQueue()}
 	opts.Blobs, opts.Queue = e.store, e.queue
 	opts.Actions = cas.CompleteActionCache{ActionCache: e.store, Blobs: e.store}
+	change(&opts)
 	svc, err := New(opts)
 	if err != nil {
 		t.Fatal(err)
@@ -373,5 +381,57 @@ func TestNoWorkersFailsInResponse(t *testing.T) {
 	}
 	if c := response(t, ops[len(ops)-1]).GetStatus().GetCode(); codes.Code(c) != codes.FailedPrecondition {
 		t.Fatalf("status %v", c)
+	}
+}
+
+// gatedActionCache holds every lookup until open is closed, so that a test
+// can lose its stream while Execute is still checking the cache.
+type gatedActionCache struct {
+	cas.ActionCache
+	entered chan struct{}
+	open    chan struct{}
+}
+
+func (g *gatedActionCache) GetActionResult(ctx context.Context, key cas.ActionKey) (*repb.ActionResult, error) {
+	g.entered <- struct{}{}
+	<-g.open
+	return g.ActionCache.GetActionResult(ctx, key)
+}
+
+// TestWaitExecutionAfterLossDuringCacheCheck loses the stream right after
+// the first operation, while the cache is still being checked: the name the
+// client holds must resolve, and the action must still run.
+func TestWaitExecutionAfterLossDuringCacheCheck(t *testing.T) {
+	gate := &gatedActionCache{entered: make(chan struct{}, 1), open: make(chan struct{})}
+	e := newEnvWith(t, Options{}, func(opts *Options) {
+		gate.ActionCache = opts.Actions
+		opts.Actions = gate
+	})
+	d := e.action(t, "lost-early", nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	s1, err := e.exec.Execute(ctx, &repb.ExecuteRequest{ActionDigest: d.Proto()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, err := s1.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-gate.entered
+	cancel() // the client loses its stream during CACHE_CHECK
+	w := mustWait(t, e, first.Name)
+	// The server answers WaitExecution at once with the current stage,
+	// before the cache check (still held) has ended.
+	if op, err := w.Recv(); err != nil || op.GetName() != first.Name {
+		t.Fatalf("WaitExecution(%q) after losing the stream during the cache check: %v, %v", first.Name, op, err)
+	}
+	close(gate.open)
+	e.queue.next(t).finish(0)
+	ops, err := drain(t, w)
+	if err != nil {
+		t.Fatalf("WaitExecution(%q): %v", first.Name, err)
+	}
+	if response(t, ops[len(ops)-1]).Result == nil {
+		t.Fatalf("WaitExecution: no result in %v", ops)
 	}
 }
