@@ -225,7 +225,9 @@ func (s *Store) stageFile(d digest.Digest, r io.Reader, compressed bool) (st *st
 			return nil, err
 		}
 	}
-	w := bufio.NewWriterSize(&writeback{f: f}, copyBuffer)
+	sy := newSyncer(f)
+	defer sy.stop()
+	w := bufio.NewWriterSize(sy, copyBuffer)
 	if compressed {
 		e.enc = fileZstd
 		cw := &countingWriter{w: w}
@@ -239,33 +241,10 @@ func (s *Store) stageFile(d digest.Digest, r io.Reader, compressed bool) (st *st
 	if err := w.Flush(); err != nil {
 		return nil, err
 	}
-	if err := f.Sync(); err != nil {
+	if err := sy.sync(); err != nil {
 		return nil, err
 	}
 	return &staged{entry: e, tmp: f.Name()}, nil
-}
-
-// writebackEvery is how many bytes a large upload writes before it asks the
-// kernel to start writing them to disk: the final fsync then waits for the
-// last few MiB only, not for the whole blob.
-const writebackEvery = 8 << 20
-
-// writeback writes to f and starts write-back of every writebackEvery bytes
-// (sync_file_range without waiting; durability still comes from the fsync).
-type writeback struct {
-	f       *os.File
-	off     int64 // bytes written
-	started int64 // bytes whose write-back was started
-}
-
-func (w *writeback) Write(p []byte) (int, error) {
-	n, err := w.f.Write(p)
-	w.off += int64(n)
-	if w.off-w.started >= writebackEvery {
-		unix.SyncFileRange(int(w.f.Fd()), w.started, w.off-w.started, unix.SYNC_FILE_RANGE_WRITE)
-		w.started = w.off
-	}
-	return n, err
 }
 
 type countingWriter struct {
