@@ -265,31 +265,19 @@ type opSender interface {
 
 // follow streams r's changes as the operation name until it is done; last
 // is what the stream already carries, if anything, so it is not sent again.
-// When
-// the last follower of an unfinished run leaves, the run is cancelled unless
+// When r merges into another run, follow goes on with that one. When the
+// last follower of an unfinished run leaves, the run is cancelled unless
 // someone follows it again within AbandonAfter.
 func (e *Execution) follow(ctx context.Context, name string, r *run, stream opSender, last *longrunningpb.Operation) error {
-	r.mu.Lock()
-	r.waiters++
-	r.mu.Unlock()
-	defer func() {
-		r.mu.Lock()
-		r.waiters--
-		idle := r.waiters == 0 && r.response == nil
-		r.mu.Unlock()
-		if idle {
-			time.AfterFunc(e.opts.AbandonAfter, func() {
-				r.mu.Lock()
-				still := r.waiters == 0 && r.response == nil
-				r.mu.Unlock()
-				if still {
-					e.opts.Logger.Info("cancelling abandoned action", "operation", r.taskID, "action", r.key.Action)
-					e.opts.Queue.Cancel(r.taskID)
-				}
-			})
-		}
-	}()
+	e.arrive(r)
+	defer func() { e.leave(r) }() // the run followed last
 	for {
+		if next := r.joinedRun(); next != nil {
+			e.arrive(next)
+			e.leave(r)
+			r = next
+			continue
+		}
 		op, done, changed := r.snapshot(name)
 		if last == nil || !proto.Equal(op, last) {
 			if err := stream.Send(op); err != nil {
@@ -306,6 +294,35 @@ func (e *Execution) follow(ctx context.Context, name string, r *run, stream opSe
 			return status.FromContextError(ctx.Err()).Err()
 		}
 	}
+}
+
+// arrive counts a new follower of r.
+func (e *Execution) arrive(r *run) {
+	r.mu.Lock()
+	r.waiters++
+	r.mu.Unlock()
+}
+
+// leave counts a follower of r gone, and cancels r if nobody follows it
+// again within AbandonAfter. A run merged into another is not cancelled:
+// it has no task of its own.
+func (e *Execution) leave(r *run) {
+	r.mu.Lock()
+	r.waiters--
+	idle := r.waiters == 0 && r.response == nil && r.joined == nil
+	r.mu.Unlock()
+	if !idle {
+		return
+	}
+	time.AfterFunc(e.opts.AbandonAfter, func() {
+		r.mu.Lock()
+		still := r.waiters == 0 && r.response == nil && r.joined == nil
+		r.mu.Unlock()
+		if still {
+			e.opts.Logger.Info("cancelling abandoned action", "operation", r.taskID, "action", r.key.Action)
+			e.opts.Queue.Cancel(r.taskID)
+		}
+	})
 }
 
 func okStatus() *spb.Status { return &spb.Status{} }

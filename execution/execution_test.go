@@ -435,3 +435,69 @@ func TestWaitExecutionAfterLossDuringCacheCheck(t *testing.T) {
 		t.Fatalf("WaitExecution: no result in %v", ops)
 	}
 }
+
+// TestWaitExecutionFollowsJoinedRun loses a stream during CACHE_CHECK, as
+// in TestWaitExecutionAfterLossDuringCacheCheck, for an action that is
+// already running: the operation then joins the running one, and the
+// client that came back with WaitExecution must see that run end.
+func TestWaitExecutionFollowsJoinedRun(t *testing.T) {
+	gate := &gatedActionCache{entered: make(chan struct{}, 1), open: make(chan struct{})}
+	e := newEnvWith(t, Options{}, func(opts *Options) {
+		gate.ActionCache = opts.Actions
+		opts.Actions = gate
+	})
+	d := e.action(t, "joined-late", nil)
+	// The first Execute skips the cache, so that only the second one
+	// waits at the gate.
+	s1, err := e.exec.Execute(context.Background(), &repb.ExecuteRequest{ActionDigest: d.Proto(), SkipCacheLookup: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub := e.queue.next(t)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	s2, err := e.exec.Execute(ctx, &repb.ExecuteRequest{ActionDigest: d.Proto()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	second, err := s2.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-gate.entered
+	cancel() // the second client loses its stream during CACHE_CHECK
+	wctx, wcancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer wcancel()
+	w, err := e.exec.WaitExecution(wctx, &repb.WaitExecutionRequest{Name: second.Name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if op, err := w.Recv(); err != nil || op.GetName() != second.Name {
+		t.Fatalf("WaitExecution(%q): %v, %v", second.Name, op, err)
+	}
+	close(gate.open) // the cache misses; the operation joins the first run
+	// The join shows as the first run's stage, QUEUED; only then may the
+	// first run end, or the second would run on its own.
+	if op, err := w.Recv(); err != nil {
+		t.Fatalf("WaitExecution(%q) after the join: %v", second.Name, err)
+	} else if got := stages([]*longrunningpb.Operation{op}); got[0] != repb.ExecutionStage_QUEUED {
+		t.Fatalf("WaitExecution(%q) after the join: stage %v, want QUEUED", second.Name, got[0])
+	}
+	sub.finish(0)
+	if ops, err := drain(t, s1); err != nil || response(t, ops[len(ops)-1]).Result == nil {
+		t.Fatalf("first Execute: %v, %v", ops, err)
+	}
+	ops, err := drain(t, w)
+	if err != nil {
+		t.Fatalf("WaitExecution(%q) of an operation that joined a running action: %v", second.Name, err)
+	}
+	last := ops[len(ops)-1]
+	if last.GetName() != second.Name || response(t, last).Result.GetExitCode() != 0 {
+		t.Fatalf("WaitExecution(%q) ended with %v", second.Name, last)
+	}
+	select {
+	case s := <-e.queue.submitted:
+		t.Fatalf("identical action submitted twice: %v", s.task.ID)
+	default:
+	}
+}

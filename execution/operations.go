@@ -26,6 +26,10 @@ type run struct {
 	changed  chan struct{}             // closed and replaced on every change; guarded by mu
 	waiters  int                       // streams following the run; guarded by mu
 	names    []string                  // operation names sharing the run; guarded by mu
+	// joined is the run in flight this one merged into (operations.join):
+	// streams following this run follow that one from then on. Guarded by
+	// mu.
+	joined *run
 }
 
 func newRun(key cas.ActionKey, taskID string, md *repb.RequestMetadata) *run {
@@ -45,6 +49,13 @@ func (r *run) set(stage repb.ExecutionStage_Value, worker string, resp *repb.Exe
 	}
 	close(r.changed)
 	r.changed = make(chan struct{})
+}
+
+// joinedRun returns the run r merged into, or nil.
+func (r *run) joinedRun() *run {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.joined
 }
 
 // snapshot returns the run as the Operation named name, whether it is done,
@@ -83,8 +94,8 @@ func (o *operations) add(name string, r *run) {
 	r.mu.Unlock()
 }
 
-// join returns the mergeable run of key in flight, named also name; or nil
-// after making r that run.
+// join returns the mergeable run of key in flight, named also name, and
+// sends r's followers to it; or returns nil after making r that run.
 func (o *operations) join(key cas.ActionKey, name string, r *run) *run {
 	o.mu.Lock()
 	defer o.mu.Unlock()
@@ -93,6 +104,13 @@ func (o *operations) join(key cas.ActionKey, name string, r *run) *run {
 		cur.mu.Lock()
 		cur.names = append(cur.names, name)
 		cur.mu.Unlock()
+		// A client that lost its stream before the join follows r, the
+		// run its WaitExecution found: wake it to follow cur instead.
+		r.mu.Lock()
+		r.joined = cur
+		close(r.changed)
+		r.changed = make(chan struct{})
+		r.mu.Unlock()
 		return cur
 	}
 	o.inFlight[key] = r
