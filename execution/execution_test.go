@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/test/bufconn"
 	"google.golang.org/protobuf/proto"
@@ -500,4 +501,45 @@ func TestWaitExecutionFollowsJoinedRun(t *testing.T) {
 		t.Fatalf("identical action submitted twice: %v", s.task.ID)
 	default:
 	}
+}
+
+// TestRequestMetadataGoesWithTheAction sends the RequestMetadata header
+// Bazel sends: the task the scheduler gets carries it, as its invocation id
+// orders builds fairly.
+func TestRequestMetadataGoesWithTheAction(t *testing.T) {
+	e := newEnv(t, Options{})
+	d := e.action(t, "with-metadata", nil)
+	want := &repb.RequestMetadata{
+		ToolDetails:             &repb.ToolDetails{ToolName: "bazel", ToolVersion: "4.2.3"},
+		ActionId:                "action-1",
+		ToolInvocationId:        "invocation-1",
+		CorrelatedInvocationsId: "build-1",
+		ActionMnemonic:          "CppCompile",
+		TargetId:                "//app:calc",
+	}
+	b, err := proto.Marshal(want)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := metadata.AppendToOutgoingContext(context.Background(), RequestMetadataKey, string(b))
+	s, err := e.exec.Execute(ctx, &repb.ExecuteRequest{ActionDigest: d.Proto()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub := e.queue.next(t)
+	if !proto.Equal(sub.task.Metadata, want) {
+		t.Errorf("task metadata %v, want %v", sub.task.Metadata, want)
+	}
+	sub.finish(0)
+	drain(t, s)
+
+	// Without the header there is no metadata, and the action still runs.
+	d = e.action(t, "without-metadata", nil)
+	s, _ = e.exec.Execute(context.Background(), &repb.ExecuteRequest{ActionDigest: d.Proto()})
+	sub = e.queue.next(t)
+	if sub.task.Metadata.GetToolInvocationId() != "" {
+		t.Errorf("task metadata %v without a header", sub.task.Metadata)
+	}
+	sub.finish(0)
+	drain(t, s)
 }

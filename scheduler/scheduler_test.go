@@ -184,6 +184,11 @@ func TestRunsOnMatchingPool(t *testing.T) {
 	if m.GetTaskId() != "t1" {
 		t.Fatalf("gpu worker got %v", m)
 	}
+	// The worker gets the client's RequestMetadata with the task.
+	md := &repb.RequestMetadata{}
+	if err := proto.Unmarshal(m.GetRequestMetadata(), md); err != nil || md.GetToolInvocationId() != "inv" {
+		t.Errorf("task's request_metadata %v (%v), want tool_invocation_id %q", md, err, "inv")
+	}
 	linux.idle()
 	gpu.finish("t1", 0)
 	stages, last := finished(t, ev)
