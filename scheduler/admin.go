@@ -38,6 +38,9 @@ func (s *Scheduler) SetWorkerState(ctx context.Context, req *workerpb.SetWorkerS
 	if w == nil {
 		return nil, status.Errorf(codes.NotFound, "no connected worker is named %q", req.GetName())
 	}
+	if w.leaving && req.GetState() != workerpb.WorkerState_DRAINING {
+		return nil, status.Errorf(codes.FailedPrecondition, "worker %q was drained and is leaving; it takes work again once it reconnects", w.name)
+	}
 	if w.state != req.GetState() {
 		s.log.Info("worker state changed", "worker", w.name, "from", w.state.String(), "to", req.GetState().String())
 		w.state = req.GetState()

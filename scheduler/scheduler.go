@@ -165,7 +165,7 @@ func (s *Scheduler) Cancel(id string) {
 // dispatchLocked gives queued tasks of p to its workers' free slots.
 func (s *Scheduler) dispatchLocked(p *pool) {
 	for _, w := range p.workers {
-		for w.state == workerpb.WorkerState_ACTIVE && len(w.running) < w.jobs && p.queued > 0 {
+		for w.state == workerpb.WorkerState_ACTIVE && !w.leaving && len(w.running) < w.jobs && p.queued > 0 {
 			s.assignLocked(w, p.pop())
 		}
 	}

@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/test/bufconn"
 	"google.golang.org/protobuf/proto"
 
@@ -283,6 +284,12 @@ func TestPauseAndDrain(t *testing.T) {
 	if w.next().GetGoodbye() == nil {
 		t.Fatal("drained worker was not told to leave")
 	}
+	// Told to leave, it stays out of work: unpausing it now would hand
+	// tasks to a session about to end, and cost them an attempt.
+	if _, err := admin.SetWorkerState(context.Background(), &workerpb.SetWorkerStateRequest{Name: "w", State: workerpb.WorkerState_ACTIVE}); status.Code(err) != codes.FailedPrecondition {
+		t.Errorf("unpausing a worker told to leave: %v, want FAILED_PRECONDITION", err)
+	}
+	w.idle()
 	// The task queued meanwhile runs on a replacement worker.
 	w2 := h.connect(t, "w2", 1)
 	if w2.next().GetTask().GetTaskId() != "t2" {

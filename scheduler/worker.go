@@ -27,6 +27,9 @@ type worker struct {
 	connectedAt time.Time
 	lastSeen    time.Time
 	done        int64
+	// leaving is set once the worker was told Goodbye: it gets no more
+	// tasks, whatever an operator asks next.
+	leaving bool
 }
 
 // sendLocked queues msg for the worker. The queue holds more than the worker
@@ -139,7 +142,10 @@ func (s *Scheduler) handle(w *worker, msg *workerpb.WorkerMessage) {
 // afterSlotFreedLocked gives w more work, or lets a drained worker go.
 func (s *Scheduler) afterSlotFreedLocked(w *worker) {
 	if w.state == workerpb.WorkerState_DRAINING && len(w.running) == 0 {
-		w.sendLocked(s, &workerpb.SchedulerMessage{Kind: &workerpb.SchedulerMessage_Goodbye{Goodbye: &workerpb.Goodbye{Reason: "drained"}}})
+		if !w.leaving {
+			w.leaving = true
+			w.sendLocked(s, &workerpb.SchedulerMessage{Kind: &workerpb.SchedulerMessage_Goodbye{Goodbye: &workerpb.Goodbye{Reason: "drained"}}})
+		}
 		return
 	}
 	s.dispatchLocked(s.pools[w.platform])
