@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // TestSandboxThroughExecution builds, through Bazel and a mound worker,
@@ -91,7 +92,12 @@ func TestSandboxThroughExecution(t *testing.T) {
 	if got := probes["read-own-input"]; !strings.HasPrefix(got, "ok: The genrule's own input") {
 		t.Errorf("read-own-input: %q, want the input file's text", got)
 	}
-	for _, name := range []string{"list-worker-dir", "read-worker-file", "list-root", "read-secret", "connect-host"} {
+	// The host's /usr and /etc are mounted read-only in the sandbox.
+	if got := probes["system-dirs-read-only"]; !strings.HasPrefix(got, "ok: ") {
+		t.Errorf("system-dirs-read-only: %q, want /usr and /etc mounted ro", got)
+	}
+	for _, name := range []string{"list-worker-dir", "read-worker-file", "list-root", "read-secret", "connect-host",
+		"run-as-root", "write-own-input", "write-exec-root", "write-system-dir"} {
 		if got, ok := probes[name]; !ok {
 			t.Errorf("%s: no result", name)
 		} else if !strings.HasPrefix(got, "failed: ") {
@@ -141,4 +147,62 @@ func readOutput(t *testing.T, w *bazelWorkspace, path string) string {
 		t.Fatalf("output %s: %v", path, err)
 	}
 	return string(b)
+}
+
+// TestSandboxNetworkOn builds a genrule that connects to the host with the
+// platform property network=on, on a worker that offers that platform: the
+// action keeps the host's network, so the test's listener sees it connect.
+// (TestSandboxThroughExecution checks that without it the connection
+// fails.)
+func TestSandboxNetworkOn(t *testing.T) {
+	m := startMound(t)
+	startWorker(t, m, workerOptions{Name: "networked", Jobs: 1, Platform: "network=on"})
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	accepted := make(chan struct{}, 1)
+	done := make(chan struct{})
+	// The owner of this goroutine is the cleanup below, which closes the
+	// listener to end it and waits.
+	go func() {
+		defer close(done)
+		for {
+			c, err := lis.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+			select {
+			case accepted <- struct{}{}:
+			default:
+			}
+		}
+	}()
+	t.Cleanup(func() {
+		lis.Close()
+		<-done
+	})
+
+	w := newBazelWorkspace(t, "shworkspace")
+	out := w.mustRun(t, append([]string{
+		"build", "//sandbox:connect",
+		"--remote_default_exec_properties=network=on",
+		"--define=port=" + strconv.Itoa(lis.Addr().(*net.TCPAddr).Port),
+	}, remoteExecutionFlags(m)...)...)
+	s := mustParseProcessSummary(t, out)
+	checkRanOnly(t, "build", s, "remote")
+	if got := readOutput(t, w, "sandbox/connect.txt"); got != "connected\n" {
+		t.Errorf("connect.txt = %q, want %q: an action with network=on could not reach the host", got, "connected\n")
+	}
+	// The connection is complete in the kernel when the action ends; the
+	// accept loop may take a moment more to see it.
+	select {
+	case <-accepted:
+	case <-time.After(10 * time.Second):
+		t.Errorf("the test's listener saw no connection from the network=on action")
+	}
+	if t.Failed() {
+		t.Logf("Bazel's output:\n%s", out)
+	}
 }

@@ -39,6 +39,9 @@ type workerOptions struct {
 	// that passes its own removes it after the test, which the worker's
 	// cleanup (registered later, so run earlier) has stopped by then.
 	Dir string
+	// Platform is the worker's --platform, e.g. "network=on"; "" serves
+	// the default pool.
+	Platform string
 }
 
 // workerStartTimeout bounds the wait for a new worker to show up in mound's
@@ -57,6 +60,9 @@ func startWorker(t *testing.T, m *mound, opts workerOptions) *worker {
 	}
 	w := &worker{Name: opts.Name, Dir: opts.Dir, output: newLineWatcher(nil), exited: make(chan struct{})}
 	w.cmd = exec.Command(bin, "--server", m.GRPCAddr, "--jobs", strconv.Itoa(opts.Jobs), "--dir", opts.Dir, "--name", opts.Name)
+	if opts.Platform != "" {
+		w.cmd.Args = append(w.cmd.Args, "--platform", opts.Platform)
+	}
 	w.cmd.Stdout = w.output
 	w.cmd.Stderr = w.output
 	if err := w.cmd.Start(); err != nil {
