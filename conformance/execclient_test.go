@@ -28,7 +28,11 @@ import (
 // actionSpec describes an action of an execution case: a shell script run
 // in the input root, the files of that root, and what it outputs.
 type actionSpec struct {
-	script string            // run by /bin/sh -c in the input root
+	script string // run by /bin/sh -c in the input root
+	// args, when set, replaces /bin/sh -c script as the Command's
+	// arguments; env replaces its environment (the nonce stays).
+	args   []string
+	env    map[string]string
 	inputs map[string][]byte // input files by path, e.g. "in/data.txt"
 	// outputFiles and outputDirs are the Command's output_files and
 	// output_directories, as Bazel 4 sends them; outputPaths is
@@ -58,16 +62,24 @@ func newTestAction(t testing.TB, spec actionSpec) *testAction {
 		a.files[p] = newBlobOf(data)
 	}
 	root := a.directory(t, "")
+	env := spec.env
+	if env == nil {
+		env = map[string]string{"PATH": "/usr/local/bin:/usr/bin:/bin"}
+	}
+	env = maps.Clone(env)
+	env["CONFORMANCE_NONCE"] = hex.EncodeToString(randomBlob(t, 16).data)
 	cmd := &repb.Command{
-		Arguments: []string{"/bin/sh", "-c", spec.script},
-		// Sorted by name, as the REAPI requires.
-		EnvironmentVariables: []*repb.Command_EnvironmentVariable{
-			{Name: "CONFORMANCE_NONCE", Value: hex.EncodeToString(randomBlob(t, 16).data)},
-			{Name: "PATH", Value: "/usr/local/bin:/usr/bin:/bin"},
-		},
+		Arguments:         []string{"/bin/sh", "-c", spec.script},
 		OutputFiles:       spec.outputFiles,
 		OutputDirectories: spec.outputDirs,
 		OutputPaths:       spec.outputPaths,
+	}
+	if spec.args != nil {
+		cmd.Arguments = spec.args
+	}
+	// Sorted by name, as the REAPI requires.
+	for _, name := range slices.Sorted(maps.Keys(env)) {
+		cmd.EnvironmentVariables = append(cmd.EnvironmentVariables, &repb.Command_EnvironmentVariable{Name: name, Value: env[name]})
 	}
 	a.command = messageBlob(t, cmd)
 	action := &repb.Action{CommandDigest: a.command.pb(), InputRootDigest: root.pb(), DoNotCache: spec.doNotCache}

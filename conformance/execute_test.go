@@ -3,6 +3,7 @@ package conformance
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -112,6 +113,13 @@ func TestExecute(t *testing.T) {
 		if resp.GetCachedResult() {
 			t.Errorf("cached_result = true for a timed-out action")
 		}
+		// The REAPI allows, and Bazel shows, the output of a timed-out
+		// command up to its end: that is what tells a user where it hung.
+		if r := resp.GetResult(); r == nil {
+			t.Errorf("a timed-out action has no result with its partial output")
+		} else {
+			c.wantStd(t, "timed-out Execute", r, "started\n", "")
+		}
 		_, err := c.getResult(rpcContext(t), a.d, nil)
 		wantCode(t, "GetActionResult of a timed-out action", err, codes.NotFound)
 	})
@@ -146,6 +154,59 @@ func TestExecute(t *testing.T) {
 				}
 			}
 		}
+	})
+	t.Run("OutputSymlinks", func(t *testing.T) {
+		// Declared in output_files, as Bazel 4 does: it reads symlinks
+		// only from the deprecated output_file_symlinks. (A declared
+		// output directory is created before the command runs, as Bazel
+		// does for its tree artifacts, so a command cannot replace it
+		// with a symlink.)
+		a := newTestAction(t, actionSpec{
+			script:      "mkdir -p out && printf D > out/data && ln -s data out/flink",
+			outputFiles: []string{"out/data", "out/flink"},
+		})
+		c.uploadAction(t, a)
+		r := c.wantResult(t, "Execute", c.mustExecute(t, c.executeRequest(a, false)), 0)
+		c.wantOutputFile(t, "Execute", r, "out/data", []byte("D"))
+		wantSymlink(t, "output_file_symlinks", r.GetOutputFileSymlinks(), "out/flink", "data")
+		for _, f := range r.GetOutputFiles() {
+			if f.GetPath() == "out/flink" {
+				t.Errorf("the symlink out/flink is listed as a regular output file")
+			}
+		}
+		// Declared in output_paths, symlinks go in output_symlinks,
+		// whatever they point to.
+		a = newTestAction(t, actionSpec{
+			script:      "mkdir -p out/dir && ln -s dir out/dlink && ln -s nowhere out/dangling",
+			outputPaths: []string{"out/dlink", "out/dangling"},
+		})
+		c.uploadAction(t, a)
+		r = c.wantResult(t, "Execute", c.mustExecute(t, c.executeRequest(a, false)), 0)
+		wantSymlink(t, "output_symlinks", r.GetOutputSymlinks(), "out/dlink", "dir")
+		wantSymlink(t, "output_symlinks", r.GetOutputSymlinks(), "out/dangling", "nowhere")
+		if len(r.GetOutputDirectories()) != 0 {
+			t.Errorf("the symlink out/dlink is listed as an output directory: %v", r.GetOutputDirectories())
+		}
+	})
+	t.Run("EnvironmentIsTheCommands", func(t *testing.T) {
+		// arguments[0] without a slash is found in the Command's PATH,
+		// and the command's environment is the Command's, nothing else:
+		// an action's result must not depend on the worker it ran on.
+		a := newTestAction(t, actionSpec{
+			args: []string{"env"},
+			env:  map[string]string{"PATH": "/nonexistent:/usr/bin:/bin", "MOUND_CONFORMANCE": "a value with spaces"},
+		})
+		c.uploadAction(t, a)
+		r := c.wantResult(t, "Execute of env", c.mustExecute(t, c.executeRequest(a, false)), 0)
+		cmd := &repb.Command{}
+		if err := proto.Unmarshal(a.command.data, cmd); err != nil {
+			t.Fatal(err)
+		}
+		var want strings.Builder
+		for _, v := range cmd.GetEnvironmentVariables() {
+			fmt.Fprintf(&want, "%s=%s\n", v.GetName(), v.GetValue())
+		}
+		c.wantStd(t, "Execute of env", r, want.String(), "")
 	})
 	t.Run("OutputPaths", func(t *testing.T) {
 		// REAPI v2.1's output_paths replaces output_files and
@@ -337,3 +398,17 @@ func testWaitAfterCancel(t *testing.T, c *client) {
 
 // sleep is the shell command that sleeps for slowAction.
 func sleep() string { return fmt.Sprintf("sleep %g", slowAction.Seconds()) }
+
+// wantSymlink fails unless links holds the symlink p with target.
+func wantSymlink(t testing.TB, field string, links []*repb.OutputSymlink, p, target string) {
+	t.Helper()
+	for _, l := range links {
+		if l.GetPath() == p {
+			if l.GetTarget() != target {
+				t.Errorf("%s: %s points to %q, want %q", field, p, l.GetTarget(), target)
+			}
+			return
+		}
+	}
+	t.Errorf("%s holds no %s: %v", field, p, links)
+}
