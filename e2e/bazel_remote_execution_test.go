@@ -128,7 +128,7 @@ func TestBazelRemoteCompileError(t *testing.T) {
 // and the sleep must be gone from the host.
 func TestBazelRemoteTimeout(t *testing.T) {
 	m := startMound(t)
-	startWorker(t, m, workerOptions{Name: "rex", Jobs: 2})
+	wk := startWorker(t, m, workerOptions{Name: "rex", Jobs: 2})
 	w := newBazelWorkspace(t, "shworkspace")
 	marker := uniqueMarker("mound-e2e-timeout")
 	flags := append([]string{"--test_timeout=3", "--test_arg=" + marker}, remoteExecutionFlags(m)...)
@@ -155,6 +155,11 @@ func TestBazelRemoteTimeout(t *testing.T) {
 	checkRanOnly(t, "test", s, "remote")
 	if left := processesWith(t, marker); len(left) > 0 {
 		t.Errorf("processes of the timed-out action still run on the host: %v", left)
+	}
+	// The worker removes an action's directory before it reports the
+	// result, timed out or not.
+	if left := wk.ActionDirs(t); len(left) > 0 {
+		t.Errorf("action directories left in worker %s after the build: %v", wk.Name, left)
 	}
 	if t.Failed() {
 		t.Logf("Bazel's output:\n%s", out)

@@ -123,6 +123,18 @@ func TestBazelWorkerKilledMidBuild(t *testing.T) {
 		t.Errorf("worker %s finished %d tasks, want %d (the %d slow actions but the %d the killed worker had finished)",
 			survivor.Name, got.GetTasksDone(), want, slowTargets, info.GetTasksDone())
 	}
+	if left := survivor.ActionDirs(t); len(left) > 0 {
+		t.Errorf("action directories left in worker %s after the build: %v", survivor.Name, left)
+	}
+	// The killed worker could not clean up; a worker started again on its
+	// directory does, before it takes work.
+	if len(victim.ActionDirs(t)) == 0 {
+		t.Errorf("the killed worker %s left no action directory: the check below means nothing", victim.Name)
+	}
+	restarted := startWorker(t, m, workerOptions{Name: victim.Name + "-restarted", Jobs: 1, Dir: victim.Dir})
+	if left := restarted.ActionDirs(t); len(left) > 0 {
+		t.Errorf("worker %s started on the killed worker's directory left its action directories: %v", restarted.Name, left)
+	}
 	if t.Failed() {
 		t.Logf("Bazel's output:\n%s", r.out)
 	}

@@ -91,6 +91,23 @@ func startWorker(t *testing.T, m *mound, opts workerOptions) *worker {
 	return w
 }
 
+// ActionDirs returns the per-action directories in the worker's directory:
+// workerd runs each action in its own directory under DIR/actions, removes
+// it when the action ends, and removes what a crash left there when it
+// starts.
+func (w *worker) ActionDirs(t *testing.T) []string {
+	t.Helper()
+	entries, err := os.ReadDir(filepath.Join(w.Dir, "actions"))
+	if err != nil {
+		t.Fatalf("worker %s: %v", w.Name, err)
+	}
+	var names []string
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	return names
+}
+
 // Pid is the worker process's id.
 func (w *worker) Pid() int { return w.cmd.Process.Pid }
 
