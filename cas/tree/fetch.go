@@ -78,7 +78,7 @@ func Fetch(ctx context.Context, g cas.BlobGetter, root digest.Digest) (*Tree, er
 			if err := proto.Unmarshal(msgs[i], dir); err != nil {
 				return nil, fmt.Errorf("tree %v: %s: %w: not a Directory message: %v", root, describe(root, d, where[d]), ErrInvalid, err)
 			}
-			if err := checkDirectory(dir); err != nil {
+			if err := CheckDirectory(dir); err != nil {
 				return nil, fmt.Errorf("tree %v: %s: %w", root, describe(root, d, where[d]), err)
 			}
 			t.dirs[d] = dir
@@ -107,9 +107,12 @@ func describe(root, d digest.Digest, path string) string {
 	return fmt.Sprintf("directory %q (%v)", path, d)
 }
 
-// checkDirectory refuses what could make Create leave its target or
-// overwrite its own entries.
-func checkDirectory(dir *repb.Directory) error {
+// CheckDirectory refuses a Directory message that could make a consumer
+// leave its target or overwrite its own entries: names that are not single
+// path components, a name used twice, invalid digests, empty symlink
+// targets. Errors wrap ErrInvalid. Fetch checks every message with it;
+// lazy readers of trees (package fuseinput) call it on each one they read.
+func CheckDirectory(dir *repb.Directory) error {
 	names := make(map[string]string, len(dir.GetFiles())+len(dir.GetDirectories())+len(dir.GetSymlinks()))
 	name := func(kind, n string) error {
 		if err := checkName(n); err != nil {

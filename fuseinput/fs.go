@@ -1,0 +1,182 @@
+package fuseinput
+
+import (
+	"container/list"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	repb "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/mound-build/mound/cas"
+	"github.com/mound-build/mound/cas/digest"
+	"github.com/mound-build/mound/cas/tree"
+)
+
+// FileCache gives local files holding blobs; workerd/blobcache.Cache is one.
+type FileCache interface {
+	// Path returns the name of a read-only file with d's content. The file
+	// may disappear (be evicted) after Path returns; asking again brings
+	// it back. A blob the CAS lacks wraps cas.ErrNotFound.
+	Path(ctx context.Context, d digest.Digest, executable bool) (string, error)
+}
+
+// Options configure an FS. Directories and Files are required.
+type Options struct {
+	// Directories serves the trees' Directory messages, verified (the
+	// remote CAS client, or the worker's blob cache in front of it).
+	Directories cas.BlobGetter
+	// Files holds the contents of the trees' files.
+	Files FileCache
+	// UID and GID own every entry, as the kernel reads ids: the ids of
+	// the user namespace of the process that mounts the tree
+	// (sandbox.InsideUID and InsideGID). The kernel refuses writes to
+	// entries owned by ids that namespace does not map.
+	UID, GID uint32
+	// Passthrough lets the kernel read and write files in the local blob
+	// cache and the per-action layer directly (FUSE passthrough, Linux 6.9
+	// and later, CAP_SYS_ADMIN), without a round trip through this process
+	// for every read. Where the kernel refuses it, files are served
+	// through this process and the tree works the same.
+	Passthrough bool
+	// DirectoryBytes bounds the Directory messages kept in memory across
+	// trees (counted by their encoded size); 0 means 64 MiB, about
+	// 60,000 directories of a typical source tree.
+	DirectoryBytes int64
+	// Logger receives operational messages; nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// Validate reports whether o is usable.
+func (o Options) Validate() error {
+	if o.Directories == nil || o.Files == nil {
+		return errors.New("fuseinput: Options.Directories and Options.Files are required")
+	}
+	if o.DirectoryBytes < 0 {
+		return errors.New("fuseinput: Options.DirectoryBytes is negative")
+	}
+	return nil
+}
+
+// FS presents input trees. One FS serves every action of a worker: it
+// keeps the Directory messages that trees read, so that actions on the same
+// input root list each directory once. Safe for concurrent use.
+type FS struct {
+	opts Options
+	dirs *dirCache
+}
+
+// New returns an FS.
+func New(opts Options) (*FS, error) {
+	if err := opts.Validate(); err != nil {
+		return nil, err
+	}
+	if opts.DirectoryBytes == 0 {
+		opts.DirectoryBytes = 64 << 20
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	return &FS{opts: opts, dirs: newDirCache(opts.DirectoryBytes)}, nil
+}
+
+// directory returns the checked Directory message d, read once for all
+// concurrent callers and kept while it is recently used. A message that is
+// missing wraps cas.ErrNotFound; one that is malformed wraps
+// tree.ErrInvalid. It also returns the time the caller waited for it.
+func (f *FS) directory(ctx context.Context, d digest.Digest) (*repb.Directory, time.Duration, error) {
+	return f.dirs.get(ctx, d, func(ctx context.Context) (*repb.Directory, error) {
+		b, err := cas.ReadAll(ctx, f.opts.Directories, d)
+		if err != nil {
+			return nil, err
+		}
+		dir := &repb.Directory{}
+		if err := proto.Unmarshal(b, dir); err != nil {
+			return nil, fmt.Errorf("directory %v: %w: not a Directory message: %v", d, tree.ErrInvalid, err)
+		}
+		if err := tree.CheckDirectory(dir); err != nil {
+			return nil, fmt.Errorf("directory %v: %w", d, err)
+		}
+		return dir, nil
+	})
+}
+
+// dirCache is a size-bounded LRU of parsed Directory messages with one read
+// in flight per digest.
+type dirCache struct {
+	max int64
+
+	mu       sync.Mutex
+	bytes    int64                           // guarded by mu
+	lru      *list.List                      // of *dirEntry, most recent first; guarded by mu
+	entries  map[digest.Digest]*list.Element // guarded by mu
+	inflight map[digest.Digest]*dirFetch     // guarded by mu
+}
+
+type dirEntry struct {
+	d   digest.Digest
+	dir *repb.Directory
+}
+
+type dirFetch struct {
+	done chan struct{}
+	dir  *repb.Directory // set before done is closed
+	err  error           // set before done is closed
+}
+
+func newDirCache(max int64) *dirCache {
+	return &dirCache{max: max, lru: list.New(), entries: map[digest.Digest]*list.Element{}, inflight: map[digest.Digest]*dirFetch{}}
+}
+
+func (c *dirCache) get(ctx context.Context, d digest.Digest, read func(context.Context) (*repb.Directory, error)) (*repb.Directory, time.Duration, error) {
+	start := time.Now()
+	for {
+		c.mu.Lock()
+		if e, ok := c.entries[d]; ok {
+			c.lru.MoveToFront(e)
+			c.mu.Unlock()
+			return e.Value.(*dirEntry).dir, 0, nil
+		}
+		if f, ok := c.inflight[d]; ok {
+			c.mu.Unlock()
+			select {
+			case <-f.done:
+			case <-ctx.Done():
+				return nil, time.Since(start), ctx.Err()
+			}
+			if f.err != nil && ctx.Err() == nil && (errors.Is(f.err, context.Canceled) || errors.Is(f.err, context.DeadlineExceeded)) {
+				continue // the reader gave up; this caller still wants it
+			}
+			return f.dir, time.Since(start), f.err
+		}
+		f := &dirFetch{done: make(chan struct{})}
+		c.inflight[d] = f
+		c.mu.Unlock()
+
+		f.dir, f.err = read(ctx)
+		c.mu.Lock()
+		delete(c.inflight, d)
+		if f.err == nil {
+			c.addLocked(d, f.dir)
+		}
+		c.mu.Unlock()
+		close(f.done)
+		return f.dir, time.Since(start), f.err
+	}
+}
+
+func (c *dirCache) addLocked(d digest.Digest, dir *repb.Directory) {
+	c.entries[d] = c.lru.PushFront(&dirEntry{d: d, dir: dir})
+	c.bytes += d.Size
+	for c.bytes > c.max && c.lru.Len() > 1 {
+		e := c.lru.Back()
+		de := e.Value.(*dirEntry)
+		c.lru.Remove(e)
+		delete(c.entries, de.d)
+		c.bytes -= de.d.Size
+	}
+}
