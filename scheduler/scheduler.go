@@ -51,6 +51,9 @@ type Scheduler struct {
 	pools   map[Platform]*pool // guarded by mu
 	tasks   map[string]*task   // tasks queued or running, by ID; guarded by mu
 	workers map[string]*worker // connected workers by name; guarded by mu
+	// ending is set by EndSessions: no worker may connect any more.
+	// Guarded by mu.
+	ending bool
 
 	stop chan struct{}
 	wg   sync.WaitGroup
@@ -97,6 +100,19 @@ func New(opts Options) *Scheduler {
 func (s *Scheduler) Close() {
 	close(s.stop)
 	s.wg.Wait()
+}
+
+// EndSessions ends every worker session and refuses new ones, as the
+// server stops: a session is a stream that never ends on its own, and a
+// graceful stop of the gRPC server would wait for it. Workers reconnect to
+// the next server; the tasks they ran are queued again here, for nobody.
+func (s *Scheduler) EndSessions() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.ending = true
+	for _, w := range s.workers {
+		s.loseLocked(w, "the server is stopping")
+	}
 }
 
 // Submit queues t. Its events arrive on the returned channel, which is never

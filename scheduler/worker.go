@@ -64,7 +64,9 @@ func (s *Scheduler) Connect(stream workerpb.Scheduler_ConnectServer) error {
 	}}); err != nil {
 		return err
 	}
-	s.register(w)
+	if err := s.register(w); err != nil {
+		return err
+	}
 
 	recvErr := make(chan error, 1)
 	go func() {
@@ -97,9 +99,12 @@ func (s *Scheduler) Connect(stream workerpb.Scheduler_ConnectServer) error {
 	}
 }
 
-func (s *Scheduler) register(w *worker) {
+func (s *Scheduler) register(w *worker) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.ending {
+		return status.Error(codes.Unavailable, "the server is stopping")
+	}
 	if old := s.workers[w.name]; old != nil {
 		// The same worker reconnecting: its old session is dead.
 		s.loseLocked(old, "replaced by a new session")
@@ -114,6 +119,7 @@ func (s *Scheduler) register(w *worker) {
 	p.workers[w.name] = w
 	s.log.Info("worker connected", "worker", w.name, "platform", w.platform.String(), "jobs", w.jobs)
 	s.dispatchLocked(p)
+	return nil
 }
 
 // handle applies one message from a worker.

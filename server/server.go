@@ -48,6 +48,7 @@ type Server struct {
 	grpc       *grpc.Server
 	bytestream *service.ByteStream
 	execution  *execution.Execution // nil without a scheduler
+	scheduler  *scheduler.Scheduler // nil without remote execution
 	registry   *prometheus.Registry
 	log        *slog.Logger
 }
@@ -97,7 +98,7 @@ func New(opts Options) (*Server, error) {
 	repb.RegisterContentAddressableStorageServer(g, casSvc)
 	repb.RegisterActionCacheServer(g, ac)
 	bspb.RegisterByteStreamServer(g, bs)
-	srv := &Server{grpc: g, bytestream: bs, registry: reg, log: opts.Logger}
+	srv := &Server{grpc: g, bytestream: bs, scheduler: opts.Scheduler, registry: reg, log: opts.Logger}
 	if opts.Scheduler != nil {
 		eo := opts.Execution
 		eo.Blobs, eo.Actions, eo.Queue = opts.Blobs, actions, opts.Scheduler
@@ -137,8 +138,12 @@ func (s *Server) HTTPHandler() http.Handler {
 }
 
 // Stop lets RPCs in flight finish until ctx ends, then cuts them off, and
-// waits for uploads to end.
+// waits for uploads to end. Worker sessions end at once: they last as long
+// as the server.
 func (s *Server) Stop(ctx context.Context) {
+	if s.scheduler != nil {
+		s.scheduler.EndSessions()
+	}
 	done := make(chan struct{})
 	go func() {
 		s.grpc.GracefulStop()

@@ -8,13 +8,18 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	repb "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 
 	"github.com/mound-build/mound/cas/badgerstore"
 	"github.com/mound-build/mound/cas/digest"
+	"github.com/mound-build/mound/scheduler"
+	"github.com/mound-build/mound/scheduler/workerpb"
 )
 
 // TestMetrics checks that requests, hits, misses and the store's size reach
@@ -67,5 +72,63 @@ func TestMetrics(t *testing.T) {
 		if !strings.Contains(body, want) {
 			t.Errorf("/metrics lacks %q", want)
 		}
+	}
+}
+
+// TestStopEndsWorkerSessions stops a server with a worker connected: the
+// worker's session, a stream that never ends on its own, must not hold up
+// the graceful stop, and the worker must be told to go elsewhere.
+func TestStopEndsWorkerSessions(t *testing.T) {
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	store, err := badgerstore.Open(badgerstore.Options{Dir: t.TempDir(), Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	// Heartbeats far apart: the silent test worker must not be lost
+	// while Stop runs, which would end its session regardless.
+	sched := scheduler.New(scheduler.Options{HeartbeatInterval: time.Hour, Logger: quiet})
+	defer sched.Close()
+	srv, err := New(Options{Blobs: store, Actions: store, Scheduler: sched, Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.ServeGRPC(lis) }()
+	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	stream, err := workerpb.NewSchedulerClient(conn).Connect(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	hello := &workerpb.Hello{Name: "w", Jobs: 1}
+	if err := stream.Send(&workerpb.WorkerMessage{Kind: &workerpb.WorkerMessage_Hello{Hello: hello}}); err != nil {
+		t.Fatal(err)
+	}
+	if m, err := stream.Recv(); err != nil || m.GetWelcome() == nil {
+		t.Fatalf("Hello answered with %v, %v", m, err)
+	}
+
+	// Without the worker's session ending, Stop would wait all of
+	// stopBound and then cut every RPC off.
+	const stopBound = 10 * time.Second
+	ctx, cancel := context.WithTimeout(context.Background(), stopBound)
+	defer cancel()
+	srv.Stop(ctx)
+	if ctx.Err() != nil {
+		t.Errorf("Stop with a worker connected took all of its %v", stopBound)
+	}
+	if _, err := stream.Recv(); status.Code(err) != codes.Unavailable {
+		t.Errorf("the worker's session ended with %v, want UNAVAILABLE (reconnect)", err)
+	}
+	if err := <-served; err != nil {
+		t.Errorf("ServeGRPC: %v", err)
 	}
 }
