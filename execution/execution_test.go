@@ -543,3 +543,46 @@ func TestRequestMetadataGoesWithTheAction(t *testing.T) {
 	sub.finish(0)
 	drain(t, s)
 }
+
+// TestStagesStreamAsTheyHappen moves an action through the scheduler's
+// events one at a time: each stage reaches the client before the next
+// event happens.
+func TestStagesStreamAsTheyHappen(t *testing.T) {
+	e := newEnv(t, Options{})
+	d := e.action(t, "staged", nil)
+	s, err := e.exec.Execute(context.Background(), &repb.ExecuteRequest{ActionDigest: d.Proto()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	next := func(want repb.ExecutionStage_Value) *longrunningpb.Operation {
+		t.Helper()
+		op, err := s.Recv()
+		if err != nil {
+			t.Fatalf("waiting for %v: %v", want, err)
+		}
+		if got := stages([]*longrunningpb.Operation{op})[0]; got != want {
+			t.Fatalf("stage %v, want %v", got, want)
+		}
+		return op
+	}
+	next(repb.ExecutionStage_CACHE_CHECK)
+	sub := e.queue.next(t) // Submit sent Queued
+	next(repb.ExecutionStage_QUEUED)
+	sub.events <- scheduler.Event{Stage: scheduler.Executing, Worker: "w1", At: time.Now()}
+	next(repb.ExecutionStage_EXECUTING)
+	// A lost worker: the action waits again, then runs elsewhere.
+	sub.events <- scheduler.Event{Stage: scheduler.Queued, At: time.Now()}
+	next(repb.ExecutionStage_QUEUED)
+	sub.events <- scheduler.Event{Stage: scheduler.Executing, Worker: "w2", At: time.Now()}
+	next(repb.ExecutionStage_EXECUTING)
+	sub.events <- scheduler.Event{Stage: scheduler.Finished, At: time.Now(), Response: &repb.ExecuteResponse{
+		Result: &repb.ActionResult{ExecutionMetadata: &repb.ExecutedActionMetadata{Worker: "w2"}},
+	}}
+	op := next(repb.ExecutionStage_COMPLETED)
+	if r := response(t, op); r.GetResult().GetExecutionMetadata().GetWorker() != "w2" {
+		t.Errorf("result %v, want the worker that ran it", r)
+	}
+	if _, err := s.Recv(); err != io.EOF {
+		t.Errorf("after the done operation: %v, want the end of the stream", err)
+	}
+}
