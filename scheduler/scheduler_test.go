@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -318,4 +319,37 @@ func TestCancel(t *testing.T) {
 	}
 	w.finish("running", 137)
 	finished(t, running)
+}
+
+// TestUnservedPlatformFailsAfterGrace queues tasks while the scheduler is
+// new, as workers may still be connecting: one for a platform a worker then
+// offers runs, one for a platform nobody offers fails once the grace is
+// over, with a message naming both platforms.
+func TestUnservedPlatformFailsAfterGrace(t *testing.T) {
+	// Long enough for the worker below to connect within it, even on a
+	// loaded machine.
+	h := newHarness(t, Options{StartupGrace: 2 * time.Second})
+	served, err := h.s.Submit(newTask("served", "inv", "OSFamily", "linux"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	unserved, err := h.s.Submit(newTask("unserved", "inv", "OSFamily", "windows"))
+	if err != nil {
+		t.Fatalf("Submit within the startup grace: %v", err)
+	}
+	w := h.connect(t, "linux", 1, "OSFamily", "linux")
+	if id := w.next().GetTask().GetTaskId(); id != "served" {
+		t.Fatalf("worker got %q", id)
+	}
+	w.finish("served", 0)
+	finished(t, served)
+	_, last := finished(t, unserved)
+	st := last.Response.GetStatus()
+	if codes.Code(st.GetCode()) != codes.FailedPrecondition || !strings.Contains(st.GetMessage(), "{OSFamily=windows}") || !strings.Contains(st.GetMessage(), "{OSFamily=linux}") {
+		t.Fatalf("task for an unserved platform ended with %v; want FAILED_PRECONDITION naming the platform and those offered", st)
+	}
+	// Past the grace, Submit fails at once.
+	if _, err := h.s.Submit(newTask("late", "inv", "OSFamily", "windows")); !errors.Is(err, ErrNoWorkers) {
+		t.Fatalf("Submit for an unserved platform after the grace: %v", err)
+	}
 }
