@@ -122,12 +122,19 @@ func TestBazelRemoteCompileError(t *testing.T) {
 	}
 }
 
+// serverDefaultTimeout is the --default-timeout of TestBazelRemoteTimeout's
+// mound: short, for the genrule that sleeps, and long against the few
+// milliseconds Bazel's other actions take.
+const serverDefaultTimeout = 3 * time.Second
+
 // TestBazelRemoteTimeout runs a test that sleeps 100 s with a 3 s test
 // timeout, which Bazel sends as the Action's timeout: the worker must end
 // the action, Bazel must report TIMEOUT long before the sleep would end,
-// and the sleep must be gone from the host.
+// and the sleep must be gone from the host. Then a genrule that sleeps 100
+// s, which sends no timeout, must end at the server's default timeout, with
+// the output it wrote before.
 func TestBazelRemoteTimeout(t *testing.T) {
-	m := startMound(t)
+	m := startMound(t, "--default-timeout="+serverDefaultTimeout.String())
 	wk := startWorker(t, m, workerOptions{Name: "rex", Jobs: 2})
 	w := newBazelWorkspace(t, "shworkspace")
 	marker := uniqueMarker("mound-e2e-timeout")
@@ -156,10 +163,32 @@ func TestBazelRemoteTimeout(t *testing.T) {
 	if left := processesWith(t, marker); len(left) > 0 {
 		t.Errorf("processes of the timed-out action still run on the host: %v", left)
 	}
+	if t.Failed() {
+		t.Fatalf("Bazel's output:\n%s", out)
+	}
+
+	start = time.Now()
+	out, err = w.run(append([]string{"build", "//timeout:sleepy", "--define=marker=" + marker}, remoteExecutionFlags(m)...)...)
+	elapsed = time.Since(start)
+	if err == nil {
+		t.Fatalf("bazel build of a genrule that outlives the server's default timeout succeeded; Bazel's output:\n%s", out)
+	}
+	if !strings.Contains(out, "Executing genrule //timeout:sleepy failed: (Timeout)") {
+		t.Errorf("Bazel did not report the genrule as timed out")
+	}
+	if !regexp.MustCompile(`(?m)^started-` + regexp.QuoteMeta(marker) + `$`).MatchString(out) {
+		t.Errorf("Bazel's output lacks what the genrule printed before its timeout, %q", "started-"+marker)
+	}
+	if elapsed > serverDefaultTimeout+30*time.Second {
+		t.Errorf("bazel build took %v: the genrule was not ended at the server's %v default timeout", elapsed.Round(time.Millisecond), serverDefaultTimeout)
+	}
+	if left := processesWith(t, "mound-e2e-genrule-"+marker); len(left) > 0 {
+		t.Errorf("processes of the timed-out genrule still run on the host: %v", left)
+	}
 	// The worker removes an action's directory before it reports the
 	// result, timed out or not.
 	if left := wk.ActionDirs(t); len(left) > 0 {
-		t.Errorf("action directories left in worker %s after the build: %v", wk.Name, left)
+		t.Errorf("action directories left in worker %s after the builds: %v", wk.Name, left)
 	}
 	if t.Failed() {
 		t.Logf("Bazel's output:\n%s", out)

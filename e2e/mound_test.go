@@ -105,9 +105,10 @@ func (m *mound) Log() string {
 }
 
 // startMound builds and starts mound on kernel-chosen ports with its data in
-// a temporary directory, waits until it prints its gRPC address, and stops it
-// when the test ends. mound's output is logged if the test failed.
-func startMound(t *testing.T) *mound {
+// a temporary directory and the flags args, waits until it prints its gRPC
+// address, and stops it when the test ends. mound's output is logged if the
+// test failed.
+func startMound(t *testing.T, args ...string) *mound {
 	t.Helper()
 	bin := buildBinary(t, "./cmd/mound")
 	m := &mound{
@@ -115,7 +116,7 @@ func startMound(t *testing.T) *mound {
 		stderr: newLineWatcher(nil),
 		exited: make(chan struct{}),
 	}
-	m.cmd = exec.Command(bin, "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--data", t.TempDir())
+	m.cmd = exec.Command(bin, append([]string{"--listen", "127.0.0.1:0", "--http", "127.0.0.1:0", "--data", t.TempDir()}, args...)...)
 	m.cmd.Stdout = m.stdout
 	m.cmd.Stderr = m.stderr
 	if err := m.cmd.Start(); err != nil {
