@@ -586,3 +586,43 @@ func TestStagesStreamAsTheyHappen(t *testing.T) {
 		t.Errorf("after the done operation: %v, want the end of the stream", err)
 	}
 }
+
+// TestPlatformOfTheAction checks which platform an action is queued for:
+// Action.platform when it has properties, else Command.platform, else the
+// default (empty) platform.
+func TestPlatformOfTheAction(t *testing.T) {
+	e := newEnv(t, Options{})
+	props := func(kv ...string) *repb.Platform {
+		p := &repb.Platform{}
+		for i := 0; i+1 < len(kv); i += 2 {
+			p.Properties = append(p.Properties, &repb.Platform_Property{Name: kv[i], Value: kv[i+1]})
+		}
+		return p
+	}
+	for _, tc := range []struct {
+		name            string
+		action, command *repb.Platform
+		want            scheduler.Platform
+	}{
+		{"action over command", props("OSFamily", "linux", "network", "on"), props("OSFamily", "windows"), scheduler.PlatformOf(props("network", "on", "OSFamily", "linux"))},
+		{"command when the action has none", nil, props("OSFamily", "windows"), scheduler.PlatformOf(props("OSFamily", "windows"))},
+		{"default", nil, nil, ""},
+	} {
+		file := []byte("input")
+		fd := digest.OfBytes(file)
+		cas.PutBatch(context.Background(), e.store, []cas.Blob{{Digest: fd, Data: file}})
+		root := e.put(t, &repb.Directory{Files: []*repb.FileNode{{Name: "in", Digest: fd.Proto()}}})
+		cmd := e.put(t, &repb.Command{Arguments: []string{"true", tc.name}, Platform: tc.command})
+		d := e.put(t, &repb.Action{CommandDigest: cmd.Proto(), InputRootDigest: root.Proto(), Platform: tc.action})
+		s, err := e.exec.Execute(context.Background(), &repb.ExecuteRequest{ActionDigest: d.Proto()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		sub := e.queue.next(t)
+		if sub.task.Platform != tc.want {
+			t.Errorf("%s: queued for platform %v, want %v", tc.name, sub.task.Platform, tc.want)
+		}
+		sub.finish(0)
+		drain(t, s)
+	}
+}
