@@ -30,11 +30,11 @@ type Rename struct{ From, To string }
 
 // accessLog collects an Access; the tree's mu guards it.
 type accessLog struct {
-	read, missing, listed                 map[string]struct{}
-	written, created, deleted, chmodded   map[string]struct{}
-	renamed                               []Rename
-	blocked                               time.Duration
-	prefetched                            int
+	read, missing, listed               map[string]struct{}
+	written, created, deleted, chmodded map[string]struct{}
+	renamed                             []Rename
+	blocked                             time.Duration
+	prefetched                          int
 }
 
 func newAccessLog() accessLog {

@@ -124,7 +124,7 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 	add(t.access.created, p)
 	add(t.access.written, p)
 	c.fill(&out.Attr)
-	h := t.newHandleLocked(c, f, true)
+	h := t.newHandleLocked(c, f, false)
 	t.mu.Unlock()
 	return n.NewPersistentInode(ctx, c, c.stable()), h, 0, 0
 }

@@ -5,10 +5,13 @@ import (
 	"io"
 	"os"
 	"syscall"
+	"time"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
+
+	"github.com/mound-build/mound/cas/digest"
 )
 
 // Getattr implements gofs.NodeGetattrer.
@@ -122,91 +125,143 @@ func (n *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 		return nil, 0, syscall.EACCES
 	}
 	if write {
-		t.mu.Lock()
-		wasInput, origin := n.upper == "", n.origin
-		t.mu.Unlock()
-		if e := n.copyUp(ctx, !trunc); e != 0 {
-			return nil, 0, e
-		}
-		f, err := openFile(n.upper, os.O_RDWR)
-		if err == nil && trunc {
-			err = f.Truncate(0)
-		}
-		if err != nil {
-			if f != nil {
-				f.Close()
-			}
-			return nil, 0, errno(err)
-		}
-		t.mu.Lock()
-		defer t.mu.Unlock()
-		if wasInput && !trunc && acc == syscall.O_RDWR {
-			add(t.access.read, origin) // the old content is readable
-		}
-		add(t.access.written, n.relPath())
-		return t.newHandleLocked(n, f, true), 0, 0
+		return n.openWrite(ctx, acc, trunc)
 	}
 	t.mu.Lock()
-	upper, d, exec, origin := n.upper, n.d, n.exec, n.origin
-	t.mu.Unlock()
-	if upper != "" {
-		f, err := openFile(upper, os.O_RDONLY)
+	for n.copying {
+		t.cond.Wait()
+	}
+	if n.upper != "" {
+		defer t.mu.Unlock()
+		f, err := openFile(n.upper, os.O_RDONLY)
 		if err != nil {
 			return nil, 0, errno(err)
 		}
-		t.mu.Lock()
-		defer t.mu.Unlock()
 		return t.newHandleLocked(n, f, false), 0, 0
 	}
+	// Reserved before the fetch, so that no copy-up starts before the
+	// handle is counted (see copyUp).
+	input := t.pass
+	if input {
+		n.passInput++
+	}
+	d, exec, origin := n.d, n.exec, n.origin
+	add(t.access.read, origin)
+	t.mu.Unlock()
 	f, err := t.content(ctx, d, exec, origin)
 	if err != nil {
+		t.mu.Lock()
+		if input {
+			n.passInput--
+			t.cond.Broadcast()
+		}
+		t.mu.Unlock()
 		return nil, 0, errno(err)
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	add(t.access.read, origin)
-	if n.upper != "" {
-		// Copied up while the content was fetched: serve the new content.
-		f.Close()
-		if f, err = openFile(n.upper, os.O_RDONLY); err != nil {
-			return nil, 0, errno(err)
+	// Inputs never change behind the kernel's back: keep their pages.
+	return t.newHandleLocked(n, f, input), fuse.FOPEN_KEEP_CACHE, 0
+}
+
+// openWrite opens n for writing, in the layer.
+func (n *node) openWrite(ctx context.Context, acc uint32, trunc bool) (gofs.FileHandle, uint32, syscall.Errno) {
+	t := n.t
+	t.mu.Lock()
+	wasInput, origin := n.upper == "", n.origin
+	t.mu.Unlock()
+	if e := n.copyUp(ctx, !trunc); e != 0 {
+		return nil, 0, e
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	f, err := openFile(n.upper, os.O_RDWR)
+	if err == nil && trunc {
+		if err = f.Truncate(0); err != nil {
+			f.Close()
 		}
 	}
-	// Inputs never change behind the kernel's back: keep their pages.
-	return t.newHandleLocked(n, f, false), fuse.FOPEN_KEEP_CACHE, 0
+	if err != nil {
+		return nil, 0, errno(err)
+	}
+	if wasInput && !trunc && acc == syscall.O_RDWR {
+		add(t.access.read, origin) // the old content is readable
+	}
+	add(t.access.written, n.relPath())
+	return t.newHandleLocked(n, f, false), 0, 0
 }
+
+// releaseWait bounds how long a copy-up waits for the input's last
+// passthrough descriptors to be released: the kernel sends RELEASE at
+// close, without waiting for it, so a write right after a close can
+// arrive first.
+const releaseWait = 5 * time.Second
 
 // copyUp gives n a file in the tree's layer, with the input's content when
 // keep is set (empty otherwise), unless it has one already.
+//
+// With passthrough the kernel reads an open input straight from the
+// cache's file, and go-fuse hands every descriptor of an inode the
+// backing file of the first one still open: a descriptor opened for
+// writing then would write into the cache. So an input is copied up only
+// once none of its passthrough descriptors is left, go-fuse's count of
+// them included (releaseOrder); while one stays open, opening the input
+// for writing fails with ETXTBSY, as writing a running program does.
 func (n *node) copyUp(ctx context.Context, keep bool) syscall.Errno {
 	t := n.t
 	t.mu.Lock()
-	if n.upper != "" {
-		t.mu.Unlock()
-		return 0
+	var deadline time.Time
+	for {
+		if n.upper != "" {
+			t.mu.Unlock()
+			return 0
+		}
+		if !n.copying && n.passInput == 0 && n.releasing == 0 {
+			break
+		}
+		if deadline.IsZero() {
+			deadline = time.Now().Add(releaseWait)
+			timer := time.AfterFunc(releaseWait, func() {
+				t.mu.Lock()
+				t.cond.Broadcast()
+				t.mu.Unlock()
+			})
+			defer timer.Stop()
+		} else if time.Now().After(deadline) {
+			t.mu.Unlock()
+			return syscall.ETXTBSY
+		}
+		t.cond.Wait()
 	}
-	if n.passInput > 0 {
-		// The kernel reads this input straight from the cache's file
-		// (passthrough) for descriptors still open, and one file of the
-		// kernel's has one backing file: the new content could not show
-		// through them. Refused as writing a running program is.
-		t.mu.Unlock()
-		return syscall.ETXTBSY
-	}
+	n.copying = true
 	d, exec, origin := n.d, n.exec, n.origin
 	dst := t.upperFileLocked()
 	t.mu.Unlock()
 
-	out, err := openFile(dst, os.O_RDWR|os.O_CREATE|os.O_EXCL)
+	err := copyInput(ctx, t, dst, keep && d.Size > 0, d, exec, origin)
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	n.copying = false
+	t.cond.Broadcast()
 	if err != nil {
+		os.Remove(dst)
 		return errno(err)
 	}
-	if keep && d.Size > 0 {
+	n.upper, n.origin = dst, ""
+	return 0
+}
+
+// copyInput creates dst with the input's content, or empty.
+func copyInput(ctx context.Context, t *Tree, dst string, keep bool, d digest.Digest, exec bool, origin string) error {
+	out, err := openFile(dst, os.O_RDWR|os.O_CREATE|os.O_EXCL)
+	if err != nil {
+		return err
+	}
+	if keep {
 		in, err := t.content(ctx, d, exec, origin)
 		if err != nil {
 			out.Close()
-			os.Remove(dst)
-			return errno(err)
+			return err
 		}
 		// io.Copy between files uses copy_file_range: no bytes through
 		// this process, and a reflink where the file system has them.
@@ -214,25 +269,10 @@ func (n *node) copyUp(ctx context.Context, keep bool) syscall.Errno {
 		in.Close()
 		if err != nil {
 			out.Close()
-			os.Remove(dst)
-			return errno(err)
+			return err
 		}
 	}
-	if err := out.Close(); err != nil {
-		os.Remove(dst)
-		return errno(err)
-	}
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if n.upper != "" || n.passInput > 0 {
-		os.Remove(dst)
-		if n.upper != "" {
-			return 0
-		}
-		return syscall.ETXTBSY
-	}
-	n.upper, n.origin = dst, ""
-	return 0
+	return out.Close()
 }
 
 // handle is an open file: the input's file in the local cache, or the
@@ -247,6 +287,27 @@ type handle struct {
 	input bool
 }
 
+// releaseOrder wraps go-fuse's file system to learn when a release has
+// ended, go-fuse's own count of the inode's passthrough descriptors
+// included: only then may a copy-up give the inode another backing file.
+// Node ids are inode numbers (gofs.Options.ExternalNodeID).
+type releaseOrder struct {
+	fuse.RawFileSystem
+	t *Tree
+}
+
+// Release implements fuse.RawFileSystem.
+func (r releaseOrder) Release(cancel <-chan struct{}, in *fuse.ReleaseIn) {
+	r.RawFileSystem.Release(cancel, in)
+	t := r.t
+	t.mu.Lock()
+	if n := t.inos[in.NodeId]; n != nil && n.releasing > 0 {
+		n.releasing--
+		t.cond.Broadcast()
+	}
+	t.mu.Unlock()
+}
+
 // Interfaces handle implements.
 var (
 	_ gofs.FileReader          = (*handle)(nil)
@@ -258,14 +319,10 @@ var (
 	_ gofs.FilePassthroughFder = (*handle)(nil)
 )
 
-// newHandleLocked returns a handle of n on f. Caller holds t.mu.
-func (t *Tree) newHandleLocked(n *node, f *os.File, writable bool) *handle {
-	h := &handle{n: n, f: f, pass: t.pass}
-	if h.pass && !writable && n.upper == "" {
-		h.input = true
-		n.passInput++
-	}
-	return h
+// newHandleLocked returns a handle of n on f; input says f is the input's
+// cache file, counted in n.passInput already. Caller holds t.mu.
+func (t *Tree) newHandleLocked(n *node, f *os.File, input bool) *handle {
+	return &handle{n: n, f: f, pass: t.pass, input: input}
 }
 
 // Read implements gofs.FileReader; go-fuse splices from the descriptor.
@@ -297,9 +354,12 @@ func (h *handle) Allocate(ctx context.Context, off, size uint64, mode uint32) sy
 // Release implements gofs.FileReleaser.
 func (h *handle) Release(ctx context.Context) syscall.Errno {
 	if h.input {
+		// Counted until go-fuse has dropped the backing file too
+		// (releaseOrder).
 		t := h.n.t
 		t.mu.Lock()
 		h.n.passInput--
+		h.n.releasing++
 		t.mu.Unlock()
 	}
 	return errno(h.f.Close())

@@ -60,9 +60,12 @@ type node struct {
 	d     digest.Digest
 	exec  bool
 	upper string
-	// passInput counts open descriptors through which the kernel reads
-	// the input's cache file directly (passthrough).
-	passInput int
+	// passInput counts descriptors of the input's cache file offered to
+	// the kernel for passthrough, from before the fetch to their release;
+	// releasing those released whose go-fuse bookkeeping has not ended
+	// yet; copying says a copy-up is under way. See copyUp.
+	passInput, releasing int
+	copying              bool
 
 	target string // a symlink's
 

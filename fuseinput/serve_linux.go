@@ -31,12 +31,15 @@ func (t *Tree) Serve(dev *os.File) error {
 		AttrTimeout:     &timeout,
 		NegativeTimeout: &timeout,
 		RootStableAttr:  &gofs.StableAttr{Ino: 1},
-		UID:             t.fs.opts.UID,
-		GID:             t.fs.opts.GID,
+		// Node ids are the inode numbers, which a tree never reuses:
+		// releaseOrder finds nodes by them.
+		ExternalNodeID: true,
+		UID:            t.fs.opts.UID,
+		GID:            t.fs.opts.GID,
 	}
 	// NewServer answers the kernel's INIT on the "/dev/fd/N" mount point
 	// and takes fd (closing it when it fails or ends).
-	server, err := fuse.NewServer(gofs.NewNodeFS(t.root, opts), fmt.Sprintf("/dev/fd/%d", fd), &opts.MountOptions)
+	server, err := fuse.NewServer(releaseOrder{RawFileSystem: gofs.NewNodeFS(t.root, opts), t: t}, fmt.Sprintf("/dev/fd/%d", fd), &opts.MountOptions)
 	if err != nil {
 		return fmt.Errorf("fuseinput: serve: %w", err)
 	}

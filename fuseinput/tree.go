@@ -57,6 +57,7 @@ type Tree struct {
 	served chan struct{} // closed when the FUSE server ended; nil before Serve
 
 	mu       sync.Mutex
+	cond     *sync.Cond       // on mu: copy-ups waiting for releases
 	inos     map[uint64]*node // numbers in use; guarded by mu
 	nextIno  uint64           // for created entries; guarded by mu
 	nextFile int              // names of files in Upper; guarded by mu
@@ -79,6 +80,7 @@ func (f *FS) NewTree(ctx context.Context, opts TreeOptions) (*Tree, error) {
 		inos: map[uint64]*node{}, nextIno: 1 << 62,
 		access: newAccessLog(), prefetched: make(chan struct{}),
 	}
+	t.cond = sync.NewCond(&t.mu)
 	t.root = &node{t: t, kind: kindDir, ino: 1, perm: dirMode, dir: opts.Root, origin: "."}
 	t.inos[1] = t.root
 	if err := t.load(ctx, t.root); err != nil {
@@ -449,4 +451,3 @@ func mountOptions() fuse.MountOptions {
 
 // cacheTimeout is how long the kernel keeps entries and attributes.
 const cacheTimeout = 24 * time.Hour
-
