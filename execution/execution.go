@@ -3,7 +3,7 @@ package execution
 import (
 	"context"
 	"errors"
-
+	"fmt"
 	"log/slog"
 	"sync"
 	"time"
@@ -44,7 +44,8 @@ type Options struct {
 	// cas.CompleteActionCache.
 	Actions cas.ActionCache
 	Queue   Queue
-	// DefaultTimeout applies to actions without a timeout; 0 means 15m.
+	// DefaultTimeout applies to actions without a timeout; 0 means 15m,
+	// or MaxTimeout when that is shorter. It may not exceed MaxTimeout.
 	DefaultTimeout time.Duration
 	// MaxTimeout is the longest timeout an action may ask for; 0 means 3h.
 	MaxTimeout time.Duration
@@ -71,11 +72,16 @@ func New(opts Options) (*Execution, error) {
 	if opts.Blobs == nil || opts.Actions == nil || opts.Queue == nil {
 		return nil, errors.New("execution: Options.Blobs, Actions and Queue are required")
 	}
-	if opts.DefaultTimeout == 0 {
-		opts.DefaultTimeout = 15 * time.Minute
-	}
 	if opts.MaxTimeout == 0 {
 		opts.MaxTimeout = 3 * time.Hour
+	}
+	if opts.DefaultTimeout == 0 {
+		opts.DefaultTimeout = min(15*time.Minute, opts.MaxTimeout)
+	}
+	// An action that asks for no timeout must not get more than one that
+	// asks for the most the server allows.
+	if opts.DefaultTimeout < 0 || opts.DefaultTimeout > opts.MaxTimeout {
+		return nil, fmt.Errorf("execution: the default action timeout %v is not within (0, %v], the maximum", opts.DefaultTimeout, opts.MaxTimeout)
 	}
 	if opts.Retention == 0 {
 		opts.Retention = 10 * time.Minute

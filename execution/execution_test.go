@@ -364,8 +364,10 @@ func TestTimeoutAboveMaximumIsRefused(t *testing.T) {
 	d = e.action(t, "default", nil)
 	s, _ = e.exec.Execute(context.Background(), &repb.ExecuteRequest{ActionDigest: d.Proto()})
 	sub := e.queue.next(t)
-	if sub.task.Timeout != 15*time.Minute {
-		t.Fatalf("default timeout %v", sub.task.Timeout)
+	// The 15m default is longer than this server's maximum, which an
+	// action that asks for nothing gets instead.
+	if sub.task.Timeout != time.Minute {
+		t.Fatalf("default timeout %v, want the 1m maximum", sub.task.Timeout)
 	}
 	sub.finish(0)
 	drain(t, s)
@@ -624,5 +626,27 @@ func TestPlatformOfTheAction(t *testing.T) {
 		}
 		sub.finish(0)
 		drain(t, s)
+	}
+}
+
+func TestDefaultTimeoutWithinMaximum(t *testing.T) {
+	store := memstore.New()
+	base := Options{Blobs: store, Actions: store, Queue: newFakeQueue()}
+	for _, tc := range []struct {
+		def, max time.Duration
+		ok       bool
+	}{
+		{0, 0, true},
+		{0, time.Minute, true}, // the default is then the maximum
+		{time.Minute, time.Minute, true},
+		{time.Hour, 10 * time.Minute, false},
+		{4 * time.Hour, 0, false}, // above the 3h default maximum
+		{-time.Second, 0, false},
+	} {
+		opts := base
+		opts.DefaultTimeout, opts.MaxTimeout = tc.def, tc.max
+		if _, err := New(opts); (err == nil) != tc.ok {
+			t.Errorf("New with default timeout %v and maximum %v: %v, want ok = %v", tc.def, tc.max, err, tc.ok)
+		}
 	}
 }

@@ -34,7 +34,7 @@ func main() {
 	maxSize := flags.ByteSize(0)
 	flag.Var(&maxSize, "max-size", "largest size of stored blobs, e.g. 10GiB (0: unbounded); least recently used blobs are evicted")
 	var exec execution.Options
-	flag.DurationVar(&exec.DefaultTimeout, "default-timeout", 15*time.Minute, "timeout of actions that ask for none")
+	flag.DurationVar(&exec.DefaultTimeout, "default-timeout", 0, "timeout of actions that ask for none (0: 15m, or --max-timeout when shorter)")
 	flag.DurationVar(&exec.MaxTimeout, "max-timeout", 3*time.Hour, "longest timeout an action may ask for")
 	flag.Usage = func() {
 		fmt.Fprintf(flag.CommandLine.Output(), "usage: mound [flags]\n       mound admin [--server ADDR] workers|pause|unpause|drain [WORKER]\n\nflags:\n")
