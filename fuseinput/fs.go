@@ -25,10 +25,11 @@ type FileCache interface {
 	Path(ctx context.Context, d digest.Digest, executable bool) (string, error)
 }
 
-// Options configure an FS. Directories and Files are required.
+// Options configure an FS. Files is required.
 type Options struct {
 	// Directories serves the trees' Directory messages, verified (the
-	// remote CAS client, or the worker's blob cache in front of it).
+	// remote CAS client, or the worker's blob cache in front of it),
+	// unless a tree names its own (TreeOptions.Directories).
 	Directories cas.BlobGetter
 	// Files holds the contents of the trees' files.
 	Files FileCache
@@ -53,8 +54,8 @@ type Options struct {
 
 // Validate reports whether o is usable.
 func (o Options) Validate() error {
-	if o.Directories == nil || o.Files == nil {
-		return errors.New("fuseinput: Options.Directories and Options.Files are required")
+	if o.Files == nil {
+		return errors.New("fuseinput: Options.Files is required")
 	}
 	if o.DirectoryBytes < 0 {
 		return errors.New("fuseinput: Options.DirectoryBytes is negative")
@@ -84,13 +85,13 @@ func New(opts Options) (*FS, error) {
 	return &FS{opts: opts, dirs: newDirCache(opts.DirectoryBytes)}, nil
 }
 
-// directory returns the checked Directory message d, read once for all
+// directory returns the checked Directory message d from g, read once for all
 // concurrent callers and kept while it is recently used. A message that is
 // missing wraps cas.ErrNotFound; one that is malformed wraps
 // tree.ErrInvalid. It also returns the time the caller waited for it.
-func (f *FS) directory(ctx context.Context, d digest.Digest) (*repb.Directory, time.Duration, error) {
+func (f *FS) directory(ctx context.Context, g cas.BlobGetter, d digest.Digest) (*repb.Directory, time.Duration, error) {
 	return f.dirs.get(ctx, d, func(ctx context.Context) (*repb.Directory, error) {
-		b, err := cas.ReadAll(ctx, f.opts.Directories, d)
+		b, err := cas.ReadAll(ctx, g, d)
 		if err != nil {
 			return nil, err
 		}

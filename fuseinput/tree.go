@@ -16,6 +16,8 @@ import (
 
 	"github.com/hanwen/go-fuse/v2/fuse"
 
+	"github.com/mound-build/mound/cas"
+
 	"github.com/mound-build/mound/cas/digest"
 )
 
@@ -27,6 +29,9 @@ type TreeOptions struct {
 	// (the files it creates or changes). The caller creates it and removes
 	// it after Close.
 	Upper string
+	// Directories serves this tree's Directory messages instead of
+	// Options.Directories (the CAS of the action's instance).
+	Directories cas.BlobGetter
 	// Prefetch are paths (relative to the root) to fetch into the local
 	// cache at once, in parallel, because an earlier run of the same
 	// command read them. Paths the tree lacks are skipped.
@@ -72,6 +77,12 @@ type Tree struct {
 func (f *FS) NewTree(ctx context.Context, opts TreeOptions) (*Tree, error) {
 	if opts.Upper == "" {
 		return nil, errors.New("fuseinput: TreeOptions.Upper is required")
+	}
+	if opts.Directories == nil {
+		opts.Directories = f.opts.Directories
+	}
+	if opts.Directories == nil {
+		return nil, errors.New("fuseinput: neither TreeOptions.Directories nor Options.Directories is set")
 	}
 	tctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	t := &Tree{
@@ -158,7 +169,7 @@ func (t *Tree) load(ctx context.Context, n *node) error {
 	}
 	d, where := n.dir, n.origin
 	t.mu.Unlock()
-	dir, waited, err := t.fs.directory(ctx, d)
+	dir, waited, err := t.fs.directory(ctx, t.opts.Directories, d)
 	t.blocked(waited)
 	if err != nil {
 		t.fail(where, err)

@@ -2,6 +2,7 @@ package workerd
 
 import (
 	"errors"
+	"fmt"
 	"log/slog"
 	"runtime"
 
@@ -32,8 +33,41 @@ type Options struct {
 	// UID and GID are the unprivileged host ids actions run as; 0 means
 	// 65534 (nobody).
 	UID, GID int
+	// Inputs is how actions see their input trees: InputsFUSE (lazily,
+	// through a FUSE file system), InputsHardlink (every file hardlinked
+	// from the local cache before the action starts) or InputsAuto, the
+	// zero value: FUSE when this machine can mount it in a sandbox,
+	// hardlinks otherwise.
+	Inputs InputMode
+	// NoPassthrough turns FUSE passthrough off: the kernel then reads
+	// every input through the worker instead of from the cache's files.
+	// For measurements; the zero value uses it where the kernel allows.
+	NoPassthrough bool
 	// Logger receives operational messages; nil means slog.Default().
 	Logger *slog.Logger
+}
+
+// InputMode is how a worker presents input trees (Options.Inputs).
+type InputMode string
+
+// Input modes.
+const (
+	InputsAuto     InputMode = ""
+	InputsFUSE     InputMode = "fuse"
+	InputsHardlink InputMode = "hardlink"
+)
+
+// ParseInputMode parses the --inputs flag: fuse, hardlink or auto.
+func ParseInputMode(s string) (InputMode, error) {
+	switch s {
+	case "auto", "":
+		return InputsAuto, nil
+	case "fuse":
+		return InputsFUSE, nil
+	case "hardlink":
+		return InputsHardlink, nil
+	}
+	return "", fmt.Errorf("input mode %q is not fuse, hardlink or auto", s)
 }
 
 func (o *Options) validate() error {
@@ -42,6 +76,9 @@ func (o *Options) validate() error {
 	}
 	if o.Jobs == 0 {
 		o.Jobs = runtime.NumCPU()
+	}
+	if _, err := ParseInputMode(string(o.Inputs)); err != nil {
+		return fmt.Errorf("workerd: Options.Inputs: %w", err)
 	}
 	if o.Jobs < 0 {
 		return errors.New("workerd: Jobs must be positive")

@@ -15,11 +15,14 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/mound-build/mound/cas"
 	"github.com/mound-build/mound/cas/digest"
 	"github.com/mound-build/mound/cas/remote"
+	"github.com/mound-build/mound/fuseinput"
 	"github.com/mound-build/mound/scheduler/workerpb"
 	"github.com/mound-build/mound/workerd/blobcache"
 	"github.com/mound-build/mound/workerd/inputs"
@@ -32,6 +35,9 @@ type runner struct {
 	opts    Options
 	actions string // directory of per-action directories
 	cache   *blobcache.Cache
+	// fuse presents input trees lazily; nil when inputs are hardlinked.
+	fuse  *fuseinput.FS
+	reads *readSets // what commands read last, to prefetch
 
 	mu      sync.Mutex
 	remotes map[string]*remote.Client // by instance name; guarded by mu
@@ -53,7 +59,39 @@ func newRunner(opts Options) (*runner, error) {
 	if err != nil {
 		return nil, err
 	}
+	mode, why, err := chooseInputs(opts.Inputs)
+	if err != nil {
+		return nil, err
+	}
+	opts.Logger.Info("inputs: "+string(mode), "why", why)
+	if mode == InputsFUSE {
+		r.fuse, err = fuseinput.New(fuseinput.Options{
+			Files: r.cache, UID: sandbox.InsideUID, GID: sandbox.InsideGID,
+			Passthrough: !opts.NoPassthrough, Logger: opts.Logger,
+		})
+		if err != nil {
+			return nil, err
+		}
+		r.reads = newReadSets(defaultReadSetPaths)
+	}
 	return r, nil
+}
+
+// chooseInputs settles the input mode, with the reason for the log.
+func chooseInputs(mode InputMode) (InputMode, string, error) {
+	switch mode {
+	case InputsHardlink:
+		return mode, "asked for with --inputs=hardlink", nil
+	case InputsFUSE:
+		if err := sandbox.AvailableFUSE(); err != nil {
+			return "", "", fmt.Errorf("workerd: --inputs=fuse, but sandboxes cannot mount FUSE here: %w", err)
+		}
+		return mode, "asked for with --inputs=fuse", nil
+	}
+	if err := sandbox.AvailableFUSE(); err != nil {
+		return InputsHardlink, fmt.Sprintf("FUSE cannot be mounted in a sandbox here (%v): inputs are hardlinked before each action", err), nil
+	}
+	return InputsFUSE, "a sandbox can mount FUSE here: input trees are fetched lazily, file by file", nil
 }
 
 // remote returns the CAS client of an instance.
@@ -105,12 +143,22 @@ func (r *runner) execute(ctx context.Context, task *workerpb.Task, md *repb.Exec
 	defer os.RemoveAll(dir)
 	root := filepath.Join(dir, "root")
 
+	cmdDigest := digest.OfBytes(task.GetCommand())
 	md.InputFetchStartTimestamp = timestamppb.Now()
-	if _, err := inputs.Materialize(ctx, inputs.Source{Directories: store, Files: r.cache}, rootDigest, root); err != nil {
-		return nil, fmt.Errorf("fetch inputs: %w", err)
-	}
-	if err := inputs.PrepareOutputs(root, cmd, r.opts.UID, r.opts.GID); err != nil {
-		return nil, status.Errorf(codes.InvalidArgument, "outputs: %v", err)
+	var tr *fuseinput.Tree
+	if r.fuse != nil {
+		tr, err = r.prepareFUSE(ctx, dir, rootDigest, cmd, cmdDigest, store)
+		if err != nil {
+			return nil, err
+		}
+		defer tr.Close()
+	} else {
+		if _, err := inputs.Materialize(ctx, inputs.Source{Directories: store, Files: r.cache}, rootDigest, root); err != nil {
+			return nil, fmt.Errorf("fetch inputs: %w", err)
+		}
+		if err := inputs.PrepareOutputs(root, cmd, r.opts.UID, r.opts.GID); err != nil {
+			return nil, status.Errorf(codes.InvalidArgument, "outputs: %v", err)
+		}
 	}
 	md.InputFetchCompletedTimestamp = timestamppb.Now()
 
@@ -132,13 +180,28 @@ func (r *runner) execute(ctx context.Context, task *workerpb.Task, md *repb.Exec
 	if len(platform.GetProperties()) == 0 {
 		platform = cmd.GetPlatform()
 	}
-	md.ExecutionStartTimestamp = timestamppb.Now()
-	res, err := sandbox.Run(ctx, sandbox.Spec{
+	spec := sandbox.Spec{
 		ExecRoot: root, WorkDir: cmd.GetWorkingDirectory(), Args: cmd.GetArguments(), Env: env,
 		Network: property(platform, "network") == "on", Timeout: task.GetTimeout().AsDuration(),
 		Stdout: stdout, Stderr: stderr, UID: r.opts.UID, GID: r.opts.GID,
-	})
+	}
+	if tr != nil {
+		spec.ExecRoot, spec.FUSE = "", tr.Serve
+	}
+	md.ExecutionStartTimestamp = timestamppb.Now()
+	res, err := sandbox.Run(ctx, spec)
 	md.ExecutionCompletedTimestamp = timestamppb.Now()
+	if tr != nil {
+		if cerr := tr.Close(); cerr != nil {
+			r.opts.Logger.Error("fuse inputs", "task", task.GetTaskId(), "err", cerr)
+		}
+		// An input the action could not read (EIO) makes whatever it
+		// did meaningless; a blob missing from the CAS goes back to the
+		// client as FAILED_PRECONDITION, so that it uploads it again.
+		if ferr := tr.Err(); ferr != nil && ctx.Err() == nil {
+			return nil, fmt.Errorf("fetch inputs: %w", ferr)
+		}
+	}
 	switch {
 	case errors.Is(err, sandbox.ErrInvalidSpec):
 		return nil, status.Errorf(codes.InvalidArgument, "%v", err)
@@ -154,11 +217,15 @@ func (r *runner) execute(ctx context.Context, task *workerpb.Task, md *repb.Exec
 	}
 
 	md.OutputUploadStartTimestamp = timestamppb.Now()
-	view, err := outputs.OpenDirView(root)
-	if err != nil {
-		return nil, fmt.Errorf("collect outputs: %w", err)
+	var view outputs.View = tr
+	if tr == nil {
+		dv, err := outputs.OpenDirView(root)
+		if err != nil {
+			return nil, fmt.Errorf("collect outputs: %w", err)
+		}
+		defer dv.Close()
+		view = dv
 	}
-	defer view.Close()
 	result, err := outputs.Collect(ctx, view, cmd, store)
 	if err != nil {
 		return nil, fmt.Errorf("collect outputs: %w", err)
@@ -176,12 +243,64 @@ func (r *runner) execute(ctx context.Context, task *workerpb.Task, md *repb.Exec
 	}
 	md.OutputUploadCompletedTimestamp = timestamppb.Now()
 	md.WorkerCompletedTimestamp = timestamppb.Now()
+	if access, err := anypb.New(r.inputAccess(tr, cmdDigest)); err == nil {
+		md.AuxiliaryMetadata = append(md.AuxiliaryMetadata, access)
+	}
 	result.ExecutionMetadata = md
 	resp := &repb.ExecuteResponse{Result: result, Status: &spb.Status{}}
 	if res.TimedOut {
 		resp.Status = &spb.Status{Code: int32(codes.DeadlineExceeded), Message: fmt.Sprintf("action timed out after %v", task.GetTimeout().AsDuration())}
 	}
 	return resp, nil
+}
+
+// prepareFUSE creates the action's lazy input tree, with its layer under
+// dir, the output directories made, and the last read set of the same
+// command being prefetched.
+func (r *runner) prepareFUSE(ctx context.Context, dir string, root digest.Digest, cmd *repb.Command, cmdDigest digest.Digest, store *remote.Client) (*fuseinput.Tree, error) {
+	dirs, err := inputs.OutputDirs(cmd)
+	if err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "outputs: %v", err)
+	}
+	upper := filepath.Join(dir, "upper")
+	if err := os.Mkdir(upper, 0o700); err != nil {
+		return nil, err
+	}
+	tr, err := r.fuse.NewTree(ctx, fuseinput.TreeOptions{Root: root, Upper: upper, Directories: store, Prefetch: r.reads.get(cmdDigest)})
+	if err != nil {
+		return nil, fmt.Errorf("fetch inputs: %w", err)
+	}
+	for _, d := range dirs {
+		if err := tr.MkdirAll(d.Name); err != nil {
+			tr.Close()
+			if errors.Is(err, cas.ErrNotFound) {
+				return nil, fmt.Errorf("fetch inputs: %w", err)
+			}
+			return nil, status.Errorf(codes.InvalidArgument, "output %q: %v", d.Output, err)
+		}
+	}
+	return tr, nil
+}
+
+// inputAccess is the InputAccess reported with the result: what the action
+// read and changed, with FUSE inputs; how inputs were presented, always.
+// It also keeps the read set for the command's next run.
+func (r *runner) inputAccess(tr *fuseinput.Tree, cmdDigest digest.Digest) *workerpb.InputAccess {
+	if tr == nil {
+		return &workerpb.InputAccess{Inputs: string(InputsHardlink)}
+	}
+	a := tr.Access()
+	r.reads.put(cmdDigest, a.Read)
+	ia := &workerpb.InputAccess{
+		Inputs: string(InputsFUSE), Passthrough: tr.Passthrough(),
+		Read: a.Read, Missing: a.Missing, Listed: a.Listed, Written: a.Written, Created: a.Created,
+		Deleted: a.Deleted, Chmodded: a.Chmodded,
+		FetchBlocked: durationpb.New(a.FetchBlocked), Prefetched: int64(a.Prefetched),
+	}
+	for _, rn := range a.Renamed {
+		ia.Renamed = append(ia.Renamed, &workerpb.Rename{From: rn.From, To: rn.To})
+	}
+	return ia
 }
 
 func property(p *repb.Platform, name string) string {

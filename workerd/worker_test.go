@@ -43,11 +43,41 @@ type cluster struct {
 	stop  context.CancelFunc
 }
 
-func newCluster(t *testing.T) *cluster {
+// clusterOptions vary a cluster.
+type clusterOptions struct {
+	inputs workerd.InputMode
+	// blobs, when set, is what the server serves instead of the store
+	// (a store that loses blobs, say).
+	blobs cas.BlobStore
+	// log receives the worker's log; nil discards it.
+	log *slog.Logger
+	// jobs is the worker's --jobs; 0 means 2.
+	jobs int
+}
+
+// eachInputMode runs test with a cluster whose worker hardlinks inputs and
+// with one that serves them through FUSE.
+func eachInputMode(t *testing.T, test func(t *testing.T, c *cluster)) {
+	for _, mode := range []workerd.InputMode{workerd.InputsHardlink, workerd.InputsFUSE} {
+		t.Run(string(mode), func(t *testing.T) { test(t, newCluster(t, clusterOptions{inputs: mode})) })
+	}
+}
+
+func newCluster(t *testing.T, o clusterOptions) *cluster {
 	t.Helper()
 	store := memstore.New()
+	var blobs cas.BlobStore = store
+	if o.blobs != nil {
+		blobs = o.blobs
+	}
+	if o.log == nil {
+		o.log = quiet
+	}
+	if o.jobs == 0 {
+		o.jobs = 2
+	}
 	sched := scheduler.New(scheduler.Options{Logger: quiet})
-	srv, err := server.New(server.Options{Blobs: store, Actions: store, Scheduler: sched, Logger: quiet})
+	srv, err := server.New(server.Options{Blobs: blobs, Actions: store, Scheduler: sched, Logger: quiet})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -60,7 +90,7 @@ func newCluster(t *testing.T) *cluster {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w, err := workerd.New(workerd.Options{Conn: conn, Name: "test-worker", Jobs: 2, Dir: t.TempDir(), Logger: quiet})
+	w, err := workerd.New(workerd.Options{Conn: conn, Name: "test-worker", Jobs: o.jobs, Dir: t.TempDir(), Logger: o.log, Inputs: o.inputs})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -113,6 +143,12 @@ func (c *cluster) execute(t *testing.T, cmd *repb.Command, timeout time.Duration
 	t.Helper()
 	in := c.put(t, []byte("input content\n"))
 	root := c.putMsg(t, &repb.Directory{Files: []*repb.FileNode{{Name: "in.txt", Digest: in.Proto()}}})
+	return c.executeIn(t, root, cmd, timeout)
+}
+
+// executeIn runs cmd on the input root root and returns the final response.
+func (c *cluster) executeIn(t *testing.T, root digest.Digest, cmd *repb.Command, timeout time.Duration) *repb.ExecuteResponse {
+	t.Helper()
 	action := &repb.Action{CommandDigest: c.putMsg(t, cmd).Proto(), InputRootDigest: root.Proto()}
 	if timeout > 0 {
 		action.Timeout = durationpb.New(timeout)
@@ -155,8 +191,9 @@ func (c *cluster) read(t *testing.T, p *repb.Digest) string {
 	return string(b)
 }
 
-func TestWorkerRunsAction(t *testing.T) {
-	c := newCluster(t)
+func TestWorkerRunsAction(t *testing.T) { eachInputMode(t, testWorkerRunsAction) }
+
+func testWorkerRunsAction(t *testing.T, c *cluster) {
 	resp := c.execute(t, &repb.Command{
 		Arguments:            []string{"sh", "-c", "tr a-z A-Z < in.txt > out/result.txt; echo to stdout; echo to stderr >&2; id -u"},
 		EnvironmentVariables: []*repb.Command_EnvironmentVariable{{Name: "PATH", Value: "/usr/bin:/bin"}},
@@ -181,8 +218,9 @@ func TestWorkerRunsAction(t *testing.T) {
 	}
 }
 
-func TestWorkerTimeoutKeepsPartialOutput(t *testing.T) {
-	c := newCluster(t)
+func TestWorkerTimeoutKeepsPartialOutput(t *testing.T) { eachInputMode(t, testWorkerTimeoutKeepsPartialOutput) }
+
+func testWorkerTimeoutKeepsPartialOutput(t *testing.T, c *cluster) {
 	start := time.Now()
 	resp := c.execute(t, &repb.Command{Arguments: []string{"/bin/sh", "-c", "echo started; exec sleep 60"}}, time.Second)
 	if codes.Code(resp.GetStatus().GetCode()) != codes.DeadlineExceeded {
@@ -196,8 +234,9 @@ func TestWorkerTimeoutKeepsPartialOutput(t *testing.T) {
 	}
 }
 
-func TestWorkerMissingCommandIsReported(t *testing.T) {
-	c := newCluster(t)
+func TestWorkerMissingCommandIsReported(t *testing.T) { eachInputMode(t, testWorkerMissingCommandIsReported) }
+
+func testWorkerMissingCommandIsReported(t *testing.T, c *cluster) {
 	resp := c.execute(t, &repb.Command{Arguments: []string{"no-such-program"}, EnvironmentVariables: []*repb.Command_EnvironmentVariable{{Name: "PATH", Value: "/usr/bin:/bin"}}}, 0)
 	if resp.GetStatus().GetCode() != 0 || resp.Result.GetExitCode() != 127 {
 		t.Fatalf("response %v, want exit code 127", resp)
@@ -208,7 +247,7 @@ func TestWorkerMissingCommandIsReported(t *testing.T) {
 }
 
 func TestDrainedWorkerLeaves(t *testing.T) {
-	c := newCluster(t)
+	c := newCluster(t, clusterOptions{})
 	admin := workerpb.NewAdminClient(c.conn)
 	if _, err := admin.SetWorkerState(context.Background(), &workerpb.SetWorkerStateRequest{Name: "test-worker", State: workerpb.WorkerState_DRAINING}); err != nil {
 		t.Fatal(err)

@@ -40,9 +40,16 @@ func main() {
 	flag.Var(&cacheSize, "cache-size", "bound of the local blob cache, e.g. 20GiB")
 	uid := flag.Int("uid", 65534, "unprivileged host uid actions run as")
 	gid := flag.Int("gid", 65534, "unprivileged host gid actions run as")
+	inputsFlag := flag.String("inputs", "auto", "how actions see their inputs: fuse (lazily, through FUSE), hardlink (all hardlinked before the action) or auto (fuse where a sandbox can mount it)")
+	passthrough := flag.Bool("fuse-passthrough", true, "let the kernel read FUSE inputs straight from the local cache where it can (Linux 6.9+, root)")
 	flag.Parse()
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 
+	inputs, err := workerd.ParseInputMode(*inputsFlag)
+	if err != nil {
+		log.Error("bad --inputs", "err", err)
+		os.Exit(2)
+	}
 	props, err := parsePlatform(*platform)
 	if err != nil {
 		log.Error("bad --platform", "err", err)
@@ -61,6 +68,7 @@ func main() {
 	w, err := workerd.New(workerd.Options{
 		Conn: conn, Name: *name, Platform: props, Jobs: *jobs, Dir: *dir,
 		CacheBytes: int64(cacheSize), UID: *uid, GID: *gid, Logger: log,
+		Inputs: inputs, NoPassthrough: !*passthrough,
 	})
 	if err != nil {
 		log.Error("start worker", "err", err)

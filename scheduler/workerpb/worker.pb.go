@@ -1099,7 +1099,12 @@ type InputAccess struct {
 	// run of the same command.
 	Prefetched int64 `protobuf:"varint,9,opt,name=prefetched,proto3" json:"prefetched,omitempty"`
 	// inputs is how the worker presented the input tree: "fuse" or "hardlink".
-	Inputs        string `protobuf:"bytes,10,opt,name=inputs,proto3" json:"inputs,omitempty"`
+	Inputs string `protobuf:"bytes,10,opt,name=inputs,proto3" json:"inputs,omitempty"`
+	// listed are the directories whose entries the action listed.
+	Listed []string `protobuf:"bytes,11,rep,name=listed,proto3" json:"listed,omitempty"`
+	// passthrough says the kernel read the action's files directly (FUSE
+	// passthrough) rather than through the worker.
+	Passthrough   bool `protobuf:"varint,12,opt,name=passthrough,proto3" json:"passthrough,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1202,6 +1207,20 @@ func (x *InputAccess) GetInputs() string {
 		return x.Inputs
 	}
 	return ""
+}
+
+func (x *InputAccess) GetListed() []string {
+	if x != nil {
+		return x.Listed
+	}
+	return nil
+}
+
+func (x *InputAccess) GetPassthrough() bool {
+	if x != nil {
+		return x.Passthrough
+	}
+	return false
 }
 
 type Rename struct {
@@ -1321,7 +1340,7 @@ const file_worker_proto_rawDesc = "" +
 	"\aworkers\x18\x01 \x03(\v2\x1b.mound.worker.v1.WorkerInfoR\aworkers\"_\n" +
 	"\x15SetWorkerStateRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x122\n" +
-	"\x05state\x18\x02 \x01(\x0e2\x1c.mound.worker.v1.WorkerStateR\x05state\"\xd0\x02\n" +
+	"\x05state\x18\x02 \x01(\x0e2\x1c.mound.worker.v1.WorkerStateR\x05state\"\x8a\x03\n" +
 	"\vInputAccess\x12\x12\n" +
 	"\x04read\x18\x01 \x03(\tR\x04read\x12\x18\n" +
 	"\amissing\x18\x02 \x03(\tR\amissing\x12\x18\n" +
@@ -1335,7 +1354,9 @@ const file_worker_proto_rawDesc = "" +
 	"prefetched\x18\t \x01(\x03R\n" +
 	"prefetched\x12\x16\n" +
 	"\x06inputs\x18\n" +
-	" \x01(\tR\x06inputs\",\n" +
+	" \x01(\tR\x06inputs\x12\x16\n" +
+	"\x06listed\x18\v \x03(\tR\x06listed\x12 \n" +
+	"\vpassthrough\x18\f \x01(\bR\vpassthrough\",\n" +
 	"\x06Rename\x12\x12\n" +
 	"\x04from\x18\x01 \x01(\tR\x04from\x12\x0e\n" +
 	"\x02to\x18\x02 \x01(\tR\x02to*Q\n" +

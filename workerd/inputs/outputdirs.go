@@ -127,7 +127,7 @@ func relativeName(p string) (string, error) {
 // followed only when it stays inside dir, and an existing non-directory on
 // the way is an error. Malformed outputs wrap ErrBadOutput.
 func PrepareOutputs(dir string, cmd *repb.Command, uid, gid int) error {
-	outs, err := DeclaredOutputs(cmd)
+	dirs, err := OutputDirs(cmd)
 	if err != nil {
 		return err
 	}
@@ -136,17 +136,41 @@ func PrepareOutputs(dir string, cmd *repb.Command, uid, gid int) error {
 		return err
 	}
 	defer root.Close()
+	for _, d := range dirs {
+		if err := makeParents(root, d.Name, uid, gid); err != nil {
+			return fmt.Errorf("output %q: %w", d.Output, err)
+		}
+	}
+	return nil
+}
+
+// OutputDir is a directory the worker creates before an action runs.
+type OutputDir struct {
+	// Name is relative to the input root, cleaned ("." for the root).
+	Name string
+	// Output is the declared output it is made for, for errors.
+	Output string
+}
+
+// OutputDirs returns the directories to create before cmd runs, in the
+// order to create them: the parent of every declared output, and declared
+// output_directories (and the working directory, when it is an output)
+// themselves; see PrepareOutputs. Malformed outputs wrap ErrBadOutput.
+func OutputDirs(cmd *repb.Command) ([]OutputDir, error) {
+	outs, err := DeclaredOutputs(cmd)
+	if err != nil {
+		return nil, err
+	}
 	wd, _ := relativeName(cmd.GetWorkingDirectory()) // checked
+	dirs := make([]OutputDir, 0, len(outs))
 	for _, o := range outs {
 		parent := path.Dir(o.Name)
 		if o.Name == wd || o.Kind == OutputDirectory {
 			parent = o.Name
 		}
-		if err := makeParents(root, parent, uid, gid); err != nil {
-			return fmt.Errorf("output %q: %w", o.Path, err)
-		}
+		dirs = append(dirs, OutputDir{Name: parent, Output: o.Path})
 	}
-	return nil
+	return dirs, nil
 }
 
 // outputDirMode is the mode of the directories PrepareOutputs creates,
