@@ -68,7 +68,7 @@ func TestFUSEReportsWhatTheActionDid(t *testing.T) {
 	c := newCluster(t, clusterOptions{inputs: workerd.InputsFUSE})
 	root := c.tree(t, map[string]string{"in.txt": "in\n", "unused.txt": "u\n"}, map[string]string{"a.h": "a\n", "b.h": "b\n"})
 	cmd := &repb.Command{
-		Arguments: []string{"sh", "-c", "cat in.txt lib/a.h > out/o; test -e nope; ls lib > /dev/null; echo x > tmp; mv tmp tmp2; rm tmp2; chmod u+w in.txt"},
+		Arguments:            []string{"sh", "-c", "cat in.txt lib/a.h > out/o; test -e nope; ls lib > /dev/null; echo x > tmp; mv tmp tmp2; rm tmp2; chmod u+w in.txt"},
 		EnvironmentVariables: shPath, OutputFiles: []string{"out/o"},
 	}
 	resp := c.executeIn(t, root, cmd, 0)

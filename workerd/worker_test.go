@@ -218,7 +218,9 @@ func testWorkerRunsAction(t *testing.T, c *cluster) {
 	}
 }
 
-func TestWorkerTimeoutKeepsPartialOutput(t *testing.T) { eachInputMode(t, testWorkerTimeoutKeepsPartialOutput) }
+func TestWorkerTimeoutKeepsPartialOutput(t *testing.T) {
+	eachInputMode(t, testWorkerTimeoutKeepsPartialOutput)
+}
 
 func testWorkerTimeoutKeepsPartialOutput(t *testing.T, c *cluster) {
 	start := time.Now()
@@ -234,7 +236,9 @@ func testWorkerTimeoutKeepsPartialOutput(t *testing.T, c *cluster) {
 	}
 }
 
-func TestWorkerMissingCommandIsReported(t *testing.T) { eachInputMode(t, testWorkerMissingCommandIsReported) }
+func TestWorkerMissingCommandIsReported(t *testing.T) {
+	eachInputMode(t, testWorkerMissingCommandIsReported)
+}
 
 func testWorkerMissingCommandIsReported(t *testing.T, c *cluster) {
 	resp := c.execute(t, &repb.Command{Arguments: []string{"no-such-program"}, EnvironmentVariables: []*repb.Command_EnvironmentVariable{{Name: "PATH", Value: "/usr/bin:/bin"}}}, 0)
