@@ -5,7 +5,7 @@ LISTEN ?= 127.0.0.1:8980
 HTTP ?= 127.0.0.1:8981
 DATA ?= .mound
 
-.PHONY: build run test test-deps bench fuzz clean
+.PHONY: build run test test-deps bench bench-inputs fuzz clean
 
 build:
 	$(GO) build -o $(BIN)/ ./cmd/...
@@ -21,6 +21,8 @@ run: build
 test: test-deps build
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 20m ./...
+	# The FUSE file system and the worker serve many actions at once.
+	$(GO) test -race -count=1 -timeout 10m ./fuseinput/ ./workerd/
 
 test-deps:
 	bash scripts/install-test-deps.sh
@@ -29,6 +31,11 @@ test-deps:
 # BENCHMARKS.md.
 bench: build
 	bash scripts/bench.sh
+	bash scripts/bench-inputs.sh
+
+# Only the FUSE-against-hardlink input benchmarks (ROUNDS=3 by default).
+bench-inputs:
+	bash scripts/bench-inputs.sh
 
 # Runs each fuzz target for a while (the seed corpus runs in make test).
 FUZZTIME ?= 30s

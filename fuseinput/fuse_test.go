@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -18,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	repb "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
 	"golang.org/x/sys/unix"
 
 	"github.com/mound-build/mound/cas"
@@ -72,7 +74,7 @@ func modes(t *testing.T, test func(t *testing.T, e *env)) {
 	}
 }
 
-func newEnv(t *testing.T, passthrough bool) *env {
+func newEnv(t testing.TB, passthrough bool) *env {
 	t.Helper()
 	e := &env{store: memstore.New()}
 	e.fetched = &counting{BlobGetter: e.store}
@@ -90,7 +92,7 @@ func newEnv(t *testing.T, passthrough bool) *env {
 
 // upload stores the tree of files (name: content; a name ending in "*" is
 // executable, "->" makes a symlink, "/" a directory) and returns its root.
-func (e *env) upload(t *testing.T, files map[string]string) digest.Digest {
+func (e *env) upload(t testing.TB, files map[string]string) digest.Digest {
 	t.Helper()
 	dir := t.TempDir()
 	for name, content := range files {
@@ -125,10 +127,27 @@ func (e *env) upload(t *testing.T, files map[string]string) digest.Digest {
 	return st.Root
 }
 
+// uploadDir stores a root Directory of files already in the store.
+func (e *env) uploadDir(t testing.TB, files map[string]digest.Digest) digest.Digest {
+	t.Helper()
+	dir := &repb.Directory{}
+	for _, name := range slices.Sorted(maps.Keys(files)) {
+		dir.Files = append(dir.Files, &repb.FileNode{Name: name, Digest: files[name].Proto()})
+	}
+	b, d, err := digest.OfMessage(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.store.Put(context.Background(), d, bytes.NewReader(b)); err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
 // mount mounts the tree of root at a new directory the way the sandbox
 // does (an fd= mount of /dev/fuse, then Serve), here in the test's own
 // namespaces, and unmounts it at cleanup, checking that the server ended.
-func (e *env) mount(t *testing.T, root digest.Digest, prefetch ...string) (*Tree, string) {
+func (e *env) mount(t testing.TB, root digest.Digest, prefetch ...string) (*Tree, string) {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Fatal("the FUSE tests mount file systems: run them as root (make test does, in CI)")

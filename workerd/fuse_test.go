@@ -27,7 +27,7 @@ import (
 var shPath = []*repb.Command_EnvironmentVariable{{Name: "PATH", Value: "/usr/bin:/bin"}}
 
 // inputAccess returns the InputAccess a worker reported with result.
-func inputAccess(t *testing.T, r *repb.ActionResult) *workerpb.InputAccess {
+func inputAccess(t testing.TB, r *repb.ActionResult) *workerpb.InputAccess {
 	t.Helper()
 	for _, a := range r.GetExecutionMetadata().GetAuxiliaryMetadata() {
 		ia := &workerpb.InputAccess{}
@@ -43,7 +43,7 @@ func inputAccess(t *testing.T, r *repb.ActionResult) *workerpb.InputAccess {
 }
 
 // tree stores a tree of files in the root and one subdirectory lib.
-func (c *cluster) tree(t *testing.T, files, lib map[string]string) digest.Digest {
+func (c *cluster) tree(t testing.TB, files, lib map[string]string) digest.Digest {
 	t.Helper()
 	node := func(m map[string]string) *repb.Directory {
 		d := &repb.Directory{}

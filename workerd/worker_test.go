@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -41,6 +42,7 @@ type cluster struct {
 	conn  *grpc.ClientConn
 	done  chan error // Run's result
 	stop  context.CancelFunc
+	close func() // stops the worker and the server; also at cleanup
 }
 
 // clusterOptions vary a cluster.
@@ -53,6 +55,11 @@ type clusterOptions struct {
 	log *slog.Logger
 	// jobs is the worker's --jobs; 0 means 2.
 	jobs int
+	// store, when set, is the CAS and AC to use (clusters sharing
+	// uploaded trees).
+	store *memstore.Store
+	// noPassthrough turns FUSE passthrough off.
+	noPassthrough bool
 }
 
 // eachInputMode runs test with a cluster whose worker hardlinks inputs and
@@ -63,9 +70,12 @@ func eachInputMode(t *testing.T, test func(t *testing.T, c *cluster)) {
 	}
 }
 
-func newCluster(t *testing.T, o clusterOptions) *cluster {
+func newCluster(t testing.TB, o clusterOptions) *cluster {
 	t.Helper()
-	store := memstore.New()
+	store := o.store
+	if store == nil {
+		store = memstore.New()
+	}
 	var blobs cas.BlobStore = store
 	if o.blobs != nil {
 		blobs = o.blobs
@@ -90,22 +100,26 @@ func newCluster(t *testing.T, o clusterOptions) *cluster {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w, err := workerd.New(workerd.Options{Conn: conn, Name: "test-worker", Jobs: o.jobs, Dir: t.TempDir(), Logger: o.log, Inputs: o.inputs})
+	w, err := workerd.New(workerd.Options{Conn: conn, Name: "test-worker", Jobs: o.jobs, Dir: t.TempDir(), Logger: o.log, Inputs: o.inputs, NoPassthrough: o.noPassthrough})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &cluster{store: store, conn: conn, done: make(chan error, 1), stop: cancel}
 	go func() { c.done <- w.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		<-c.done
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		srv.Stop(ctx)
-		sched.Close()
-		conn.Close()
-	})
+	var once sync.Once
+	c.close = func() {
+		once.Do(func() {
+			cancel()
+			<-c.done
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			srv.Stop(ctx)
+			sched.Close()
+			conn.Close()
+		})
+	}
+	t.Cleanup(c.close)
 	// Wait until the worker has connected.
 	admin := workerpb.NewAdminClient(conn)
 	deadline := time.After(20 * time.Second)
@@ -122,7 +136,7 @@ func newCluster(t *testing.T, o clusterOptions) *cluster {
 	}
 }
 
-func (c *cluster) put(t *testing.T, data []byte) digest.Digest {
+func (c *cluster) put(t testing.TB, data []byte) digest.Digest {
 	d := digest.OfBytes(data)
 	if errs := cas.PutBatch(context.Background(), c.store, []cas.Blob{{Digest: d, Data: data}}); errs[0] != nil {
 		t.Fatal(errs[0])
@@ -130,7 +144,7 @@ func (c *cluster) put(t *testing.T, data []byte) digest.Digest {
 	return d
 }
 
-func (c *cluster) putMsg(t *testing.T, m proto.Message) digest.Digest {
+func (c *cluster) putMsg(t testing.TB, m proto.Message) digest.Digest {
 	b, _, err := digest.OfMessage(m)
 	if err != nil {
 		t.Fatal(err)
@@ -139,7 +153,7 @@ func (c *cluster) putMsg(t *testing.T, m proto.Message) digest.Digest {
 }
 
 // execute runs cmd with one input file and returns the final response.
-func (c *cluster) execute(t *testing.T, cmd *repb.Command, timeout time.Duration) *repb.ExecuteResponse {
+func (c *cluster) execute(t testing.TB, cmd *repb.Command, timeout time.Duration) *repb.ExecuteResponse {
 	t.Helper()
 	in := c.put(t, []byte("input content\n"))
 	root := c.putMsg(t, &repb.Directory{Files: []*repb.FileNode{{Name: "in.txt", Digest: in.Proto()}}})
@@ -147,7 +161,7 @@ func (c *cluster) execute(t *testing.T, cmd *repb.Command, timeout time.Duration
 }
 
 // executeIn runs cmd on the input root root and returns the final response.
-func (c *cluster) executeIn(t *testing.T, root digest.Digest, cmd *repb.Command, timeout time.Duration) *repb.ExecuteResponse {
+func (c *cluster) executeIn(t testing.TB, root digest.Digest, cmd *repb.Command, timeout time.Duration) *repb.ExecuteResponse {
 	t.Helper()
 	action := &repb.Action{CommandDigest: c.putMsg(t, cmd).Proto(), InputRootDigest: root.Proto()}
 	if timeout > 0 {
@@ -178,7 +192,7 @@ func (c *cluster) executeIn(t *testing.T, root digest.Digest, cmd *repb.Command,
 	return resp
 }
 
-func (c *cluster) read(t *testing.T, p *repb.Digest) string {
+func (c *cluster) read(t testing.TB, p *repb.Digest) string {
 	t.Helper()
 	d, err := digest.FromProto(p)
 	if err != nil {
