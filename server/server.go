@@ -68,7 +68,10 @@ func New(opts Options) (*Server, error) {
 		reg.MustRegister(storeCollector{st})
 	}
 	actions := cas.CompleteActionCache{ActionCache: opts.Actions, Blobs: opts.Blobs}
+	// Write chunks are decoded into buffers that ByteStream reuses.
+	codec := service.NewChunkCodec()
 	svcOpts := service.Options{
+		Chunks:           codec,
 		Blobs:            opts.Blobs,
 		Actions:          actions,
 		Metrics:          service.NewMetrics(reg),
@@ -87,6 +90,7 @@ func New(opts Options) (*Server, error) {
 		return nil, err
 	}
 	g := grpc.NewServer(
+		grpc.ForceServerCodecV2(codec),
 		grpc.MaxRecvMsgSize(service.MaxRecvMsgBytes),
 		grpc.ChainUnaryInterceptor(rpcs.unary),
 		grpc.ChainStreamInterceptor(rpcs.stream),

@@ -164,7 +164,7 @@ func (s *ByteStream) Write(stream bspb.ByteStream_WriteServer) error {
 	if len(missing) == 0 && (!d.IsEmpty() || name.Compressor == resource.Identity) {
 		return stream.SendAndClose(&bspb.WriteResponse{CommittedSize: doneSize})
 	}
-	up, gen, err := s.uploads.attach(ctx, key, name, req.GetWriteOffset(), s.opts.Blobs)
+	up, gen, err := s.uploads.attach(ctx, key, name, req.GetWriteOffset(), s.opts.Blobs, s.opts.Chunks)
 	if err != nil {
 		return Status(err)
 	}

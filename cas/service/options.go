@@ -21,6 +21,11 @@ type Options struct {
 	ExecutionEnabled bool
 	// Metrics records hits, misses and bytes; nil records nothing.
 	Metrics *Metrics
+	// Chunks, when set, is the codec the gRPC server decodes requests
+	// with (grpc.ForceServerCodecV2): ByteStream then gives the buffers
+	// of received write chunks back to it once their bytes are stored.
+	// Leave it nil when requests are decoded otherwise.
+	Chunks *ChunkCodec
 }
 
 // DefaultMaxBatchBytes stays below gRPC's default 4 MiB receive limit of

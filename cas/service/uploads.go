@@ -53,7 +53,7 @@ type uploads struct {
 // Put when the upload is new. A stream resuming an upload that another
 // stream still holds (a client retrying before the server noticed its first
 // stream died) takes it over.
-func (u *uploads) attach(ctx context.Context, key string, name resource.Name, offset int64, p cas.BlobPutter) (*upload, int, error) {
+func (u *uploads) attach(ctx context.Context, key string, name resource.Name, offset int64, p cas.BlobPutter, chunks *ChunkCodec) (*upload, int, error) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	if up, ok := u.m[key]; ok {
@@ -70,7 +70,7 @@ func (u *uploads) attach(ctx context.Context, key string, name resource.Name, of
 	if offset != 0 {
 		return nil, 0, fmt.Errorf("%w: write_offset %d for %s, which has no upload in progress; start at 0", digest.ErrInvalid, offset, key)
 	}
-	up := &upload{name: name, feed: newFeed(), done: make(chan struct{}), attached: true, gen: 1}
+	up := &upload{name: name, feed: newFeed(chunks), done: make(chan struct{}), attached: true, gen: 1}
 	up.expire = time.AfterFunc(resumeWindow, func() { u.abandon(key, up) })
 	up.expire.Stop()
 	u.m[key] = up
@@ -198,7 +198,9 @@ type feed struct {
 	ch       chan []byte
 	stopped  chan struct{} // closed when the reader will read no more
 	closeErr error         // what Read returns after ch is closed
-	cur      []byte
+	chunk    []byte        // the chunk being read
+	cur      []byte        // what is left of it
+	chunks   *ChunkCodec   // where consumed chunks go back; nil keeps them
 	once     sync.Once
 }
 
@@ -208,19 +210,40 @@ var errFeedStopped = errors.New("upload already ended")
 // feedDepth chunks in flight: with 1 MiB chunks, a few MiB per upload.
 const feedDepth = 4
 
-func newFeed() *feed { return &feed{ch: make(chan []byte, feedDepth), stopped: make(chan struct{})} }
+func newFeed(chunks *ChunkCodec) *feed {
+	return &feed{ch: make(chan []byte, feedDepth), stopped: make(chan struct{}), chunks: chunks}
+}
+
+// next waits for the next chunk; it returns false once the feed is closed.
+func (f *feed) next() bool {
+	b, ok := <-f.ch
+	if !ok {
+		return false
+	}
+	f.chunk, f.cur = b, b
+	return true
+}
+
+// consumed gives the current chunk back once all its bytes were read. The
+// Put's writers do not keep the bytes they are given (io.Writer), and Read
+// copied them out.
+func (f *feed) consumed() {
+	if len(f.cur) == 0 && f.chunk != nil {
+		f.chunks.release(f.chunk)
+		f.chunk = nil
+	}
+}
 
 // Read implements io.Reader for the Put.
 func (f *feed) Read(p []byte) (int, error) {
 	for len(f.cur) == 0 {
-		b, ok := <-f.ch
-		if !ok {
+		if !f.next() {
 			return 0, f.closeErr
 		}
-		f.cur = b
 	}
 	n := copy(p, f.cur)
 	f.cur = f.cur[n:]
+	f.consumed()
 	return n, nil
 }
 
@@ -229,19 +252,16 @@ func (f *feed) Read(p []byte) (int, error) {
 func (f *feed) WriteTo(w io.Writer) (int64, error) {
 	var total int64
 	for {
-		if len(f.cur) == 0 {
-			b, ok := <-f.ch
-			if !ok {
-				if f.closeErr == io.EOF {
-					return total, nil
-				}
-				return total, f.closeErr
+		if len(f.cur) == 0 && !f.next() {
+			if f.closeErr == io.EOF {
+				return total, nil
 			}
-			f.cur = b
+			return total, f.closeErr
 		}
 		n, err := w.Write(f.cur)
 		total += int64(n)
 		f.cur = f.cur[n:]
+		f.consumed()
 		if err != nil {
 			return total, err
 		}
