@@ -42,6 +42,7 @@ FUZZTIME ?= 30s
 fuzz:
 	$(GO) test ./cas/digest -run '^$$' -fuzz FuzzParse -fuzztime $(FUZZTIME)
 	$(GO) test ./cas/resource -run '^$$' -fuzz FuzzParse -fuzztime $(FUZZTIME)
+	$(GO) test ./cas/service -run '^$$' -fuzz FuzzChunkCodec -fuzztime $(FUZZTIME)
 
 clean:
 	rm -rf $(BIN)
