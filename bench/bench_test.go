@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -24,6 +25,7 @@ func TestRunQuickAgainstFloor(t *testing.T) {
 	var log bytes.Buffer
 	opts := QuickOptions(floor.Addr())
 	opts.Log = &log
+	opts.DiskDir = t.TempDir()
 	rep, err := Run(t.Context(), opts)
 	if err != nil {
 		t.Fatalf("Run: %v\nlog:\n%s", err, log.String())
@@ -65,11 +67,18 @@ func TestRunQuickAgainstFloor(t *testing.T) {
 		t.Errorf("single-core figures not positive or data not compressible: %+v", l)
 	}
 
+	if d := rep.Disk; d == nil || d.Write <= 0 || d.Bytes != opts.StreamSize || d.Tries != 4*diskRepeats {
+		t.Errorf("disk figure missing, not positive or not from every try: %+v", d)
+	}
+	if left, _ := os.ReadDir(opts.DiskDir); len(left) != 0 {
+		t.Errorf("the disk measurement left %d files in %s", len(left), opts.DiskDir)
+	}
+
 	var text bytes.Buffer
 	if err := rep.WriteText(&text); err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range append(workloads, "PASS", "aims:", "SHA-256") {
+	for _, want := range append(workloads, "PASS", "aims:", "SHA-256", "disk: durable write", "ByteStream Write at 4 is") {
 		if !strings.Contains(text.String(), want) {
 			t.Errorf("text report lacks %q:\n%s", want, text.String())
 		}

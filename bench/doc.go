@@ -41,6 +41,8 @@
 // figure.
 //
 // Run also measures two single-core figures of the client machine: SHA-256
-// and zstd compression speed. The Report prints every figure beside the
+// and zstd compression speed; and, given a directory in the target's file
+// system (Options.DiskDir), the disk's durable write rate (Disk), which
+// bounds every server that answers an upload only once it is durable. The Report prints every figure beside the
 // aims it is judged by (see Aims). MB is 10^6 bytes throughout.
 package bench

@@ -55,6 +55,12 @@ type Options struct {
 	// The exec workload ignores it: it measures latencies at concurrency
 	// 1 only.
 	Concurrency []int
+	// DiskDir, when set, is a directory in the file system the target
+	// keeps its data in: Run then measures there the disk's durable write
+	// rate (Disk), the bound of a durable upload, and prints it beside the
+	// ByteStream Write rows. It is measured only when the stream workload
+	// runs.
+	DiskDir string
 	// Log receives a line as each measurement starts and ends; nil
 	// discards them.
 	Log io.Writer

@@ -20,6 +20,9 @@ type Report struct {
 	Local      Local    `json:"local"`
 	Rows       []Row    `json:"rows"`
 	Notes      []string `json:"notes,omitempty"`
+	// Disk is the durable write rate of the target's file system, when
+	// Options.DiskDir was set and the stream workload ran.
+	Disk *Disk `json:"disk,omitempty"`
 }
 
 // Row is one workload at one concurrency on both servers.
@@ -137,11 +140,34 @@ func (r *Report) WriteText(w io.Writer) error {
 	}
 	tw.Flush()
 	fmt.Fprintf(&b, "\naims: %d PASS, %d MISS\n", pass, miss)
+	if n := r.diskNote(); n != "" {
+		fmt.Fprintf(&b, "note: %s\n", n)
+	}
 	for _, n := range r.Notes {
 		fmt.Fprintf(&b, "note: %s\n", n)
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// diskNote compares the ByteStream Write rows with the disk's durable
+// write rate, or returns "" when the disk was not measured.
+func (r *Report) diskNote() string {
+	if r.Disk == nil {
+		return ""
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "disk: durable write %s MB/s (%d MiB files, write + fsync, best of %d, in %s); a durable upload cannot beat it",
+		number(r.Disk.Write), r.Disk.Bytes>>20, r.Disk.Tries, r.Disk.Dir)
+	sep := ": "
+	for _, row := range r.Rows {
+		if row.Workload == ByteStreamWrite && r.Disk.Write > 0 {
+			fmt.Fprintf(&b, "%s%s at %d is %.0f%% of it (floor %.0f%%)", sep, row.Workload, row.Concurrency,
+				100*row.Target.Value/r.Disk.Write, 100*row.Floor.Value/r.Disk.Write)
+			sep = ", "
+		}
+	}
+	return b.String()
 }
 
 // WriteJSON writes r as indented JSON.

@@ -83,6 +83,14 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	if rep.Local, err = measureLocal(b.src, opts.LocalBytes); err != nil {
 		return nil, err
 	}
+	// The disk, like the single-core figures, is measured at the start
+	// and again at the end, and the best kept.
+	measureDisk := opts.DiskDir != "" && (len(opts.Only) == 0 || slices.Contains(opts.Only, "stream"))
+	if measureDisk {
+		if err := b.disk(rep); err != nil {
+			return nil, err
+		}
+	}
 
 	steps := []step{
 		{"findmissing", []string{FindMissingBlobs}, "ms", func(ctx context.Context, s *server, c int) ([]Measure, error) {
@@ -161,6 +169,11 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 		return nil, err
 	}
 	rep.Local = rep.Local.best(again)
+	if measureDisk {
+		if err := b.disk(rep); err != nil {
+			return nil, err
+		}
+	}
 	for i := range rep.Rows {
 		rep.Rows[i].judge(rep.Local)
 	}
@@ -190,6 +203,22 @@ func (b *bench) execRows(ctx context.Context, target *server, rep *Report) error
 		rep.Rows = append(rep.Rows, Row{Workload: r.name, Concurrency: 1, Unit: "ms", Target: r.m})
 	}
 	rep.Notes = append(rep.Notes, phases.note())
+	return nil
+}
+
+// disk measures the disk in Options.DiskDir and keeps the best of it and
+// rep.Disk in rep.Disk.
+func (b *bench) disk(rep *Report) error {
+	logf(b.opts.Log, "durable writes of %d MiB in %s", b.opts.StreamSize>>20, b.opts.DiskDir)
+	debug.FreeOSMemory()
+	d, err := measureDisk(b.opts.DiskDir, b.src.random[:b.opts.StreamSize])
+	if err != nil {
+		return err
+	}
+	if rep.Disk != nil {
+		d = rep.Disk.best(d)
+	}
+	rep.Disk = &d
 	return nil
 }
 

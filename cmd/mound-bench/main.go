@@ -3,7 +3,7 @@
 // are judged by (see package bench). The exec workload needs the server to
 // have a worker connected (scripts/bench.sh starts one).
 //
-//	mound-bench -target 127.0.0.1:8980 [-quick] [-json report.json]
+//	mound-bench -target 127.0.0.1:8980 [-quick] [-json report.json] [-disk-dir DIR]
 package main
 
 import (
@@ -37,6 +37,7 @@ func main() {
 	execHits := flag.Int("exec-hits", d.ExecCacheHits, "GetActionResult hits and cached Executes timed, each (exec workload)")
 	conc := flag.String("concurrency", "1,4", "comma-separated requests in flight to measure at")
 	rounds := flag.Int("rounds", d.Rounds, "measurements of each workload on each server, alternating; rates keep the best")
+	diskDir := flag.String("disk-dir", "", "directory in the target's data file system: measure its durable write rate there, the bound of ByteStream Write")
 	only := flag.String("only", "", "comma-separated workloads to run: findmissing, batch, stream, zstd, ac, exec (default all)")
 	flag.Parse()
 
@@ -76,6 +77,7 @@ func main() {
 		fail(fmt.Errorf("-concurrency: %w", err))
 	}
 	opts.Instance = *instance
+	opts.DiskDir = *diskDir
 	if !*quiet {
 		opts.Log = os.Stderr
 	}
