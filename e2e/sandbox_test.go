@@ -14,25 +14,13 @@ import (
 // TestSandboxThroughExecution builds, through Bazel and a mound worker,
 // genrules that try to get out of the sandbox (testdata/shworkspace/sandbox):
 // read the worker's directory, /root and a file elsewhere on the host,
-// connect to a port the test listens on, and leave a process running. Every
-// path is made readable by anyone, so only the sandbox stands in the way.
+// connect to a port the test listens on, write where it must not, and leave
+// a process running. Every path is made readable by anyone, so only the
+// sandbox stands in the way. It runs once with a worker that hardlinks
+// inputs and once with one in the default input mode (FUSE where this
+// machine can mount it in a sandbox).
 func TestSandboxThroughExecution(t *testing.T) {
 	m := startMound(t)
-	// The worker's directory lies outside /tmp, so that the sandbox's
-	// private /tmp alone would not hide it. Removed after the worker has
-	// stopped (cleanups run last-registered first).
-	workerDir, err := os.MkdirTemp("/var/tmp", "mound-e2e-worker-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(workerDir) })
-	if err := os.Chmod(workerDir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	planted := "planted-" + uniqueMarker("worker-file")
-	writeReadable(t, filepath.Join(workerDir, "planted.txt"), planted)
-	startWorker(t, m, workerOptions{Name: "sandbox", Jobs: 2, Dir: workerDir})
-
 	secretDir := t.TempDir()
 	secret := "secret-" + uniqueMarker("host-file")
 	secretPath := filepath.Join(secretDir, "secret.txt")
@@ -69,12 +57,58 @@ func TestSandboxThroughExecution(t *testing.T) {
 	})
 
 	w := newBazelWorkspace(t, "shworkspace")
+	for _, mode := range []string{"hardlink", "auto"} {
+		t.Run(mode, func(t *testing.T) {
+			// The worker's directory lies outside /tmp, so that the
+			// sandbox's private /tmp alone would not hide it. Removed
+			// after the worker has stopped (cleanups run last-registered
+			// first). Each worker has its own, so the genrules, which
+			// name it, are new actions for each.
+			workerDir, err := os.MkdirTemp("/var/tmp", "mound-e2e-worker-")
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { os.RemoveAll(workerDir) })
+			if err := os.Chmod(workerDir, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			planted := "planted-" + uniqueMarker("worker-file")
+			writeReadable(t, filepath.Join(workerDir, "planted.txt"), planted)
+			wk := startWorker(t, m, workerOptions{Name: "sandbox-" + mode, Jobs: 2, Dir: workerDir, Inputs: mode})
+			// The subtest's cleanup stops the worker before the next
+			// mode's starts, so that each build runs on its own worker.
+			fuse := strings.Contains(wk.Log(), `msg="inputs: fuse"`)
+			t.Logf("worker %s: FUSE inputs: %v", wk.Name, fuse)
+			checkSandbox(t, m, w, wk, fuse, sandboxSecrets{
+				planted: planted, secret: secret, secretPath: secretPath,
+				port: lis.Addr().(*net.TCPAddr).Port, connections: &connections,
+			})
+		})
+	}
+}
+
+// sandboxSecrets are what the genrules of TestSandboxThroughExecution try
+// to reach.
+type sandboxSecrets struct {
+	planted            string // content of planted.txt in the worker's directory
+	secret, secretPath string // a file elsewhere on the host
+	port               int    // the test's listener
+	connections        *atomic.Int32
+}
+
+// checkSandbox builds the sandbox genrules on wk and checks that none of
+// their probes got out. fuse says wk presents inputs through FUSE: writes
+// anywhere in the exec root then go to the action's private layer (as the
+// README says), and the test checks instead that they never reach the
+// worker's blob cache.
+func checkSandbox(t *testing.T, m *mound, w *bazelWorkspace, wk *worker, fuse bool, sec sandboxSecrets) {
+	t.Helper()
 	marker := uniqueMarker("sandbox")
 	out := w.mustRun(t, append([]string{
 		"build", "//sandbox:escape", "//sandbox:orphan",
-		"--define=worker_dir=" + workerDir,
-		"--define=secret=" + secretPath,
-		"--define=port=" + strconv.Itoa(lis.Addr().(*net.TCPAddr).Port),
+		"--define=worker_dir=" + wk.Dir,
+		"--define=secret=" + sec.secretPath,
+		"--define=port=" + strconv.Itoa(sec.port),
 		"--define=marker=" + marker,
 	}, remoteExecutionFlags(m)...)...)
 	s := mustParseProcessSummary(t, out)
@@ -96,22 +130,39 @@ func TestSandboxThroughExecution(t *testing.T) {
 	if got := probes["system-dirs-read-only"]; !strings.HasPrefix(got, "ok: ") {
 		t.Errorf("system-dirs-read-only: %q, want /usr and /etc mounted ro", got)
 	}
-	for _, name := range []string{"list-worker-dir", "read-worker-file", "list-root", "read-secret", "connect-host",
-		"run-as-root", "write-own-input", "write-exec-root", "write-system-dir"} {
+	mustFail := []string{"list-worker-dir", "read-worker-file", "list-root", "read-secret", "connect-host",
+		"run-as-root", "write-system-dir"}
+	if !fuse {
+		// Hardlinked inputs share their inode with the blob cache: the
+		// exec root is writable only where outputs go.
+		mustFail = append(mustFail, "write-own-input", "chmod-and-write-input", "write-exec-root")
+	}
+	for _, name := range mustFail {
 		if got, ok := probes[name]; !ok {
 			t.Errorf("%s: no result", name)
 		} else if !strings.HasPrefix(got, "failed: ") {
 			t.Errorf("%s: the action succeeded: %q", name, got)
 		}
 	}
-	for _, leak := range []string{planted, secret} {
+	for _, leak := range []string{sec.planted, sec.secret} {
 		if strings.Contains(escape, leak) {
 			t.Errorf("the action read %q", leak)
 		}
 	}
-	if n := connections.Load(); n != 0 {
+	if n := sec.connections.Load(); n != 0 {
 		t.Errorf("the action connected to the test's listener on the host %d times", n)
 	}
+	// Whatever the action could write, the worker's copy of its input is
+	// what the CAS holds.
+	filepath.WalkDir(filepath.Join(wk.Dir, "cache"), func(p string, d os.DirEntry, err error) error {
+		if err != nil || !d.Type().IsRegular() {
+			return nil
+		}
+		if b, err := os.ReadFile(p); err == nil && strings.Contains(string(b), "tampered") {
+			t.Errorf("the action changed the worker's cached blob %s: %q", p, b)
+		}
+		return nil
+	})
 
 	// The orphan was running when its action ended; by the time Bazel has
 	// the result, it must be gone.

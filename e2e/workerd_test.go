@@ -42,6 +42,9 @@ type workerOptions struct {
 	// Platform is the worker's --platform, e.g. "network=on"; "" serves
 	// the default pool.
 	Platform string
+	// Inputs is the worker's --inputs (fuse, hardlink, auto); "" leaves
+	// workerd's default.
+	Inputs string
 }
 
 // workerStartTimeout bounds the wait for a new worker to show up in mound's
@@ -62,6 +65,9 @@ func startWorker(t *testing.T, m *mound, opts workerOptions) *worker {
 	w.cmd = exec.Command(bin, "--server", m.GRPCAddr, "--jobs", strconv.Itoa(opts.Jobs), "--dir", opts.Dir, "--name", opts.Name)
 	if opts.Platform != "" {
 		w.cmd.Args = append(w.cmd.Args, "--platform", opts.Platform)
+	}
+	if opts.Inputs != "" {
+		w.cmd.Args = append(w.cmd.Args, "--inputs", opts.Inputs)
 	}
 	w.cmd.Stdout = w.output
 	w.cmd.Stderr = w.output
