@@ -212,3 +212,24 @@ func TestFUSEConcurrentActions(t *testing.T) {
 		t.Errorf("the worker logged errors:\n%s", log.String())
 	}
 }
+
+// TestFUSEPermissionsOfTheActionsUser: the action owns its tree as on any
+// file system: an input without a write bit cannot be written until the
+// action adds one, and then the write goes to the action's own copy.
+func TestFUSEPermissionsOfTheActionsUser(t *testing.T) {
+	c := newCluster(t, clusterOptions{inputs: workerd.InputsFUSE})
+	root := c.tree(t, map[string]string{"in.txt": "original\n"}, nil)
+	script := `if echo x 2>/dev/null > in.txt; then echo wrote-read-only; fi
+chmod u+w in.txt && echo changed > in.txt && cat in.txt
+id -u`
+	resp := c.executeIn(t, root, &repb.Command{Arguments: []string{"sh", "-c", script}, EnvironmentVariables: shPath}, 0)
+	if resp.GetResult().GetExitCode() != 0 {
+		t.Fatalf("response %v; stderr %q", resp, c.read(t, resp.GetResult().GetStderrDigest()))
+	}
+	if got, want := c.read(t, resp.Result.StdoutDigest), "changed\n1000\n"; got != want {
+		t.Errorf("stdout %q, want %q (no write to a 0444 input, then a write after chmod, as uid 1000)", got, want)
+	}
+	if got := c.read(t, c.put(t, []byte("original\n")).Proto()); got != "original\n" {
+		t.Errorf("the input's blob changed: %q", got)
+	}
+}
