@@ -33,6 +33,12 @@ type packs struct {
 	dir      string
 	maxBytes int64 // see packBytes
 
+	// appendMu serializes appends, from choosing where a batch goes
+	// until its bytes are written, so that a pack's size only ever counts
+	// bytes whose write has returned: a sync that covers the size then
+	// covers them all. (Taken before mu.)
+	appendMu sync.Mutex
+
 	mu     sync.Mutex
 	active *pack            // the pack appended to; guarded by mu
 	byID   map[uint32]*pack // every pack, for reads; guarded by mu
@@ -45,7 +51,7 @@ type packs struct {
 type pack struct {
 	id     uint32
 	f      *os.File
-	size   int64 // bytes written; guarded by packs.mu
+	size   int64 // bytes written (their writes returned); guarded by packs.mu
 	synced int64 // bytes known durable; guarded by packs.syncMu
 	live   int64 // bytes of blobs that entries reference; guarded by index.mu
 }
@@ -98,23 +104,35 @@ func (p *packs) appendBlobs(blobs [][]byte) (*pack, []int64, error) {
 	for _, b := range blobs {
 		n += int64(len(b))
 	}
+	p.appendMu.Lock()
 	p.mu.Lock()
 	pk, err := p.activeLocked(n)
 	if err != nil {
 		p.mu.Unlock()
+		p.appendMu.Unlock()
 		return nil, nil, err
 	}
-	offsets := make([]int64, len(blobs))
 	start := pk.size
-	for i, b := range blobs {
-		offsets[i] = pk.size
-		pk.size += int64(len(b))
-	}
 	p.mu.Unlock()
+	offsets := make([]int64, len(blobs))
+	off := start
+	for i, b := range blobs {
+		offsets[i] = off
+		off += int64(len(b))
+	}
 	// One system call for the whole batch, straight from the blobs'
-	// buffers. The reserved range is ours even if the write fails, which
-	// leaves dead bytes, never wrong ones.
-	if err := pwritev(pk.f, blobs, start); err != nil {
+	// buffers. Only once it returned does the pack's size grow: a
+	// concurrent sync that read the size earlier does not count these
+	// bytes as synced. After a failed write the next append overwrites
+	// whatever part of it reached the file.
+	err = pwritev(pk.f, blobs, start)
+	if err == nil {
+		p.mu.Lock()
+		pk.size = start + n
+		p.mu.Unlock()
+	}
+	p.appendMu.Unlock()
+	if err != nil {
 		return nil, nil, fmt.Errorf("write %s: %w", pk.f.Name(), err)
 	}
 	if err := p.sync(pk, start+n); err != nil {
