@@ -1,6 +1,11 @@
 package e2e
 
 import (
+	"crypto/sha256"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -39,10 +44,67 @@ func checkRanOnly(t *testing.T, step string, s processSummary, kind string) int 
 // TestBazelRemoteExecution builds and tests the C workspace (cc_library,
 // cc_binary, cc_test, a genrule) with every action on one mound worker,
 // cleans, and builds and tests again: the second time every action must be a
-// remote cache hit.
+// remote cache hit. It does so with a worker whose inputs are FUSE and with
+// one whose inputs are hardlinked, and the two must build the same bytes.
 func TestBazelRemoteExecution(t *testing.T) {
+	built := map[string]map[string]string{}
+	for _, inputs := range []string{"fuse", "hardlink"} {
+		t.Run(inputs, func(t *testing.T) { built[inputs] = bazelRemoteExecution(t, inputs) })
+	}
+	if t.Failed() {
+		return
+	}
+	if len(built["fuse"]) == 0 {
+		t.Fatal("no outputs found under bazel-bin")
+	}
+	for name, sum := range built["fuse"] {
+		if other, ok := built["hardlink"][name]; !ok || other != sum {
+			t.Errorf("bazel-bin/%s: sha256 %s with FUSE inputs, %q with hardlinked inputs", name, sum, other)
+		}
+	}
+	for name := range built["hardlink"] {
+		if _, ok := built["fuse"][name]; !ok {
+			t.Errorf("bazel-bin/%s was built with hardlinked inputs only", name)
+		}
+	}
+}
+
+// builtOutputs returns the sha256 of every object, archive and program the
+// build left under bazel-bin, by path.
+func builtOutputs(t *testing.T, w *bazelWorkspace) map[string]string {
+	t.Helper()
+	bin, err := filepath.EvalSymlinks(filepath.Join(w.Dir, "bazel-bin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sums := map[string]string{}
+	err = filepath.WalkDir(bin, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() && strings.HasSuffix(d.Name(), ".runfiles") {
+			return filepath.SkipDir
+		}
+		rel, _ := filepath.Rel(bin, p)
+		if !d.Type().IsRegular() || !(strings.HasSuffix(p, ".o") || strings.HasSuffix(p, ".a") || rel == "app/calc" || strings.HasPrefix(rel, "banner/")) {
+			return nil
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		sums[rel] = fmt.Sprintf("%x", sha256.Sum256(b))
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sums
+}
+
+func bazelRemoteExecution(t *testing.T, inputs string) map[string]string {
 	m := startMound(t)
-	startWorker(t, m, workerOptions{Name: "rex", Jobs: 2})
+	startWorker(t, m, workerOptions{Name: "rex", Jobs: 2, Inputs: inputs})
 	w := newBazelWorkspace(t, "cworkspace")
 	flags := remoteExecutionFlags(m)
 
@@ -84,6 +146,7 @@ func TestBazelRemoteExecution(t *testing.T) {
 		t.Fatalf("Bazel's output:\n%s", out)
 	}
 	checkCalc(t, w)
+	return builtOutputs(t, w)
 }
 
 // brokenCompileError is what gcc says of testdata/cworkspace/broken/broken.c.
