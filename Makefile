@@ -23,6 +23,9 @@ test: test-deps build
 	$(GO) test -count=1 -timeout 20m ./...
 	# The FUSE file system and the worker serve many actions at once.
 	$(GO) test -race -count=1 -timeout 10m ./fuseinput/ ./workerd/
+	# The execution cases once more, on a worker with hardlinked inputs
+	# (the run above had FUSE inputs, auto's choice where FUSE works).
+	$(GO) test -count=1 -timeout 10m -run TestExecute ./conformance/ -args -workerd-inputs=hardlink
 
 test-deps:
 	bash scripts/install-test-deps.sh

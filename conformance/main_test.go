@@ -27,6 +27,7 @@ var (
 	instanceFlag  = flag.String("instance", "", "REAPI instance `name` used by every test")
 	moundFlag     = flag.String("mound", "", "`path` of a built mound binary to start when -target is empty; empty builds ./cmd/mound")
 	workerdFlag   = flag.String("workerd", "", "`path` of a built workerd binary to start beside the suite's mound for the execution cases; empty builds ./cmd/workerd")
+	inputsFlag    = flag.String("workerd-inputs", "auto", "`mode` of the suite's workerd's inputs: --inputs fuse, hardlink or auto")
 	instanceAFlag = flag.String("instance-a", "conformance-a", "first instance `name` of the action-cache isolation test")
 	instanceBFlag = flag.String("instance-b", "conformance-b", "second instance `name` of the action-cache isolation test")
 )

@@ -93,7 +93,7 @@ func startWorker(bin, addr string) (*process, error) {
 		os.Stat(p.bin) // for go test's result cache, as with -mound
 	}
 	p.cmd = exec.Command(p.bin, "--server", addr, "--jobs", fmt.Sprint(workerJobs),
-		"--dir", filepath.Join(dir, "work"), "--name", workerName)
+		"--dir", filepath.Join(dir, "work"), "--name", workerName, "--inputs", *inputsFlag)
 	p.cmd.Stdout = p.out
 	p.cmd.Stderr = p.out.stderr()
 	if err := p.start(); err != nil {
