@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"time"
 
 	repb "github.com/bazelbuild/remote-apis/build/bazel/remote/execution/v2"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
@@ -145,15 +146,20 @@ func (r *runner) execute(ctx context.Context, task *workerpb.Task, md *repb.Exec
 
 	cmdDigest := digest.OfBytes(task.GetCommand())
 	md.InputFetchStartTimestamp = timestamppb.Now()
+	// Getting the inputs ready may take as long as the action may run: a
+	// CAS that stalls ends the action as timed out instead of holding a
+	// slot of the worker forever.
+	fetchCtx, cancelFetch := context.WithTimeout(ctx, max(task.GetTimeout().AsDuration(), minFetchTimeout))
+	defer cancelFetch()
 	var tr *fuseinput.Tree
 	if r.fuse != nil {
-		tr, err = r.prepareFUSE(ctx, dir, rootDigest, cmd, cmdDigest, store)
+		tr, err = r.prepareFUSE(fetchCtx, dir, rootDigest, cmd, cmdDigest, store)
 		if err != nil {
 			return nil, err
 		}
 		defer tr.Close()
 	} else {
-		if _, err := inputs.Materialize(ctx, inputs.Source{Directories: store, Files: r.cache}, rootDigest, root); err != nil {
+		if _, err := inputs.Materialize(fetchCtx, inputs.Source{Directories: store, Files: r.cache}, rootDigest, root); err != nil {
 			return nil, fmt.Errorf("fetch inputs: %w", err)
 		}
 		if err := inputs.PrepareOutputs(root, cmd, r.opts.UID, r.opts.GID); err != nil {
@@ -253,6 +259,10 @@ func (r *runner) execute(ctx context.Context, task *workerpb.Task, md *repb.Exec
 	}
 	return resp, nil
 }
+
+// minFetchTimeout is the least time inputs get to arrive, for actions with
+// tiny timeouts.
+const minFetchTimeout = time.Minute
 
 // prepareFUSE creates the action's lazy input tree, with its layer under
 // dir, the output directories made, and the last read set of the same

@@ -61,6 +61,12 @@ func admin(args []string) int {
 				strings.Join(props, ","), time.Since(w.LastSeen.AsTime()).Round(time.Second))
 		}
 		tw.Flush()
+		// Then what each one runs, a line per action.
+		for _, w := range resp.Workers {
+			for _, id := range w.Running {
+				fmt.Printf("%s  runs %s\n", w.Name, id)
+			}
+		}
 		return 0
 	case states[cmd] != workerpb.WorkerState_WORKER_STATE_UNSPECIFIED && len(rest) == 1:
 		info, err := client.SetWorkerState(ctx, &workerpb.SetWorkerStateRequest{Name: rest[0], State: states[cmd]})
