@@ -278,31 +278,55 @@ func syncDir(dir string) error {
 // PutBatch implements cas.BatchPutter: all small blobs of the batch are
 // appended to a pack with one write and one (shared) fdatasync, and their
 // metadata committed in one Badger write.
+//
+// The blobs are verified while their bytes are written and synced: both
+// take about as long as the other, hashing on the CPUs and syncing on the
+// disk. Only verified blobs get metadata; the bytes of the others are dead
+// and reclaimed by compaction.
 func (s *Store) PutBatch(ctx context.Context, blobs []cas.Blob) []error {
-	errs := verifyAll(blobs)
-	var todo []int // indexes of valid, non-empty, inline-sized blobs
+	errs := make([]error, len(blobs))
+	var small []int // indexes of inline-sized blobs, to verify here
+	var todo []int  // those of them not empty
 	for i, b := range blobs {
-		if errs[i] != nil || b.Digest.IsEmpty() {
-			continue
-		}
-		if b.Digest.Size > s.opts.InlineLimit {
+		switch {
+		case b.Digest.Size > s.opts.InlineLimit:
+			// A file of its own; Put verifies it.
 			errs[i] = s.Put(ctx, b.Digest, bytes.NewReader(b.Data))
-			continue
+		case b.Digest.IsEmpty():
+			small = append(small, i)
+		default:
+			small = append(small, i)
+			todo = append(todo, i)
 		}
-		todo = append(todo, i)
 	}
 	// Acquire in hash order, so that two batches never wait on each other.
 	slices.SortFunc(todo, func(a, b int) int { return bytes.Compare(blobs[a].Digest.Hash[:], blobs[b].Digest.Hash[:]) })
-	var write []*entry
+	var write []int // indexes of the blobs to write
 	var data [][]byte
 	var total int64
+	var (
+		first   = -1    // the first index of the digest at hand
+		held    error   // the error of acquiring its slot
+		writing = false // whether it is being written
+	)
 	for _, i := range todo {
 		d := blobs[i].Digest
-		if len(write) > 0 && write[len(write)-1].d == d {
-			continue // the same blob twice in one batch
+		if first >= 0 && blobs[first].Digest == d {
+			// The same digest again, its slot already held. Identical
+			// bytes need writing once; different bytes (at most one
+			// copy can be right) are written too, and verification
+			// tells which copy gets the metadata.
+			errs[i] = held
+			if writing && !bytes.Equal(blobs[i].Data, blobs[write[len(write)-1]].Data) {
+				write = append(write, i)
+				data = append(data, blobs[i].Data)
+				total += d.Size
+			}
+			continue
 		}
+		first, writing = i, false
 		done, err := s.acquire(ctx, d.Hash)
-		if err != nil {
+		if held = err; err != nil {
 			errs[i] = err
 			continue
 		}
@@ -310,67 +334,102 @@ func (s *Store) PutBatch(ctx context.Context, blobs []cas.Blob) []error {
 		if s.index.lookup(d) != nil {
 			continue
 		}
-		write = append(write, &entry{d: d, enc: packRaw, stored: d.Size, atime: time.Now().Unix()})
+		writing = true
+		write = append(write, i)
 		data = append(data, blobs[i].Data)
 		total += d.Size
 	}
+	var (
+		pk        *pack
+		offs      []int64
+		appendErr error
+		appended  = make(chan struct{})
+	)
+	if len(write) > 0 {
+		if err := s.makeRoom(total); err != nil {
+			for _, i := range write {
+				errs[i] = storeError(blobs[i].Digest, err)
+			}
+			write = nil
+		} else {
+			defer s.index.release(total)
+		}
+	}
+	if len(write) > 0 {
+		go func() {
+			defer close(appended)
+			pk, offs, appendErr = s.packs.appendBlobs(data)
+		}()
+	} else {
+		close(appended)
+	}
+	verifyAll(blobs, small, errs)
+	<-appended
+	if len(write) == 0 {
+		return errs
+	}
 	fail := func(err error) []error {
-		for _, i := range todo {
+		for _, i := range write {
 			if errs[i] == nil {
 				errs[i] = storeError(blobs[i].Digest, err)
 			}
 		}
 		return errs
 	}
-	if len(write) == 0 {
-		return errs
+	if appendErr != nil {
+		return fail(appendErr)
 	}
-	if err := s.makeRoom(total); err != nil {
-		return fail(err)
-	}
-	defer s.index.release(total)
-	pk, offs, err := s.packs.appendBlobs(data)
-	if err != nil {
-		return fail(err)
-	}
+	var entries []*entry
+	var dead int64 // bytes written for blobs that failed verification
 	wb := s.db.NewWriteBatch()
 	defer wb.Cancel()
-	for j, e := range write {
-		e.pk, e.off = pk, offs[j]
-		if err := wb.Set(metaKey(e.d.Hash), e.meta()); err != nil {
+	for j, i := range write {
+		d := blobs[i].Digest
+		if errs[i] != nil || (len(entries) > 0 && entries[len(entries)-1].d == d) {
+			dead += d.Size
+			continue
+		}
+		e := &entry{d: d, enc: packRaw, stored: d.Size, atime: time.Now().Unix(), pk: pk, off: offs[j]}
+		if err := wb.Set(metaKey(d.Hash), e.meta()); err != nil {
+			s.index.addDead(total)
+			return fail(err)
+		}
+		entries = append(entries, e)
+	}
+	if len(entries) > 0 {
+		if err := wb.Flush(); err != nil {
 			s.index.addDead(total)
 			return fail(err)
 		}
 	}
-	if err := wb.Flush(); err != nil {
-		s.index.addDead(total)
-		return fail(err)
-	}
-	for _, e := range write {
+	s.index.addDead(dead)
+	for _, e := range entries {
 		s.index.add(e)
 	}
 	return errs
 }
 
-// verifyAll checks every blob against its digest, on all cores: hashing a
-// batch of a few MiB is most of its CPU cost, and the batch waits for it.
-func verifyAll(blobs []cas.Blob) []error {
-	errs := make([]error, len(blobs))
-	workers := min(runtime.GOMAXPROCS(0), max(len(blobs)/16, 1))
+// verifyAll checks the blobs at indexes which against their digests, on
+// all cores (hashing a batch of a few MiB is most of its CPU cost), and
+// sets the errors of those that fail where errs has none yet.
+func verifyAll(blobs []cas.Blob, which []int, errs []error) {
+	workers := min(runtime.GOMAXPROCS(0), max(len(which)/16, 1))
 	var wg sync.WaitGroup
 	for w := 0; w < workers; w++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for i := w; i < len(blobs); i += workers {
+			for k := w; k < len(which); k += workers {
+				i := which[k]
 				v := digest.NewVerifier(blobs[i].Digest)
 				v.Write(blobs[i].Data)
-				errs[i] = v.Check()
+				if err := v.Check(); err != nil && errs[i] == nil {
+					errs[i] = err
+				}
 			}
 		}()
 	}
 	wg.Wait()
-	return errs
 }
 
 // storeError names the blob and marks a full disk as cas.ErrFull.

@@ -245,6 +245,18 @@ func testPutBatch(t *testing.T, s Store) {
 	if m, _ := s.FindMissing(context.Background(), []digest.Digest{bad.Digest}); len(m) != 1 {
 		t.Fatal("bad blob of a batch is visible")
 	}
+
+	// One digest three times, with wrong bytes around the right ones: the
+	// right copy is stored, the wrong ones fail.
+	right := Random(300)
+	wrong := bytes.Clone(right)
+	wrong[0] ^= 1
+	d := digest.OfBytes(right)
+	errs = cas.PutBatch(context.Background(), s, []cas.Blob{{Digest: d, Data: wrong}, {Digest: d, Data: right}, {Digest: d, Data: wrong}})
+	if errs[1] != nil || !errors.Is(errs[0], digest.ErrMismatch) || !errors.Is(errs[2], digest.ErrMismatch) {
+		t.Fatalf("PutBatch of a digest with wrong, right and wrong bytes: errors = %v", errs)
+	}
+	checkGet(t, s, d, 0, right)
 }
 
 func testActionCache(t *testing.T, s Store) {
