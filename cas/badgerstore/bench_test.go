@@ -2,6 +2,7 @@ package badgerstore
 
 import (
 	"context"
+	"errors"
 	"math/rand/v2"
 	"testing"
 
@@ -41,4 +42,59 @@ func BenchmarkPutBatch(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(b.N*perBatch)/b.Elapsed().Seconds(), "blobs/s")
+}
+
+// BenchmarkGetBatch reads back batches like BatchReadBlobs of what one
+// BatchUpdateBlobs of 1-16 KiB blobs wrote, with GetBatch and, for
+// comparison, with one Get each.
+func BenchmarkGetBatch(b *testing.B) {
+	s, err := Open(Options{Dir: b.TempDir()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	const perBatch = 450
+	src := rand.NewChaCha8([32]byte{2})
+	blobs := make([]cas.Blob, perBatch)
+	ds := make([]digest.Digest, perBatch)
+	var bytes int64
+	for i := range blobs {
+		data := make([]byte, 1024+rand.IntN(15*1024))
+		src.Read(data)
+		blobs[i] = cas.Blob{Digest: digest.OfBytes(data), Data: data}
+		ds[i] = blobs[i].Digest
+		bytes += int64(len(data))
+	}
+	for _, err := range s.PutBatch(context.Background(), blobs) {
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+	for _, tc := range []struct {
+		name string
+		read func() error
+	}{
+		{"GetBatch", func() error {
+			_, errs := s.GetBatch(context.Background(), ds)
+			return errors.Join(errs...)
+		}},
+		{"ReadAll", func() error {
+			for _, d := range ds {
+				if _, err := cas.ReadAll(context.Background(), s, d); err != nil {
+					return err
+				}
+			}
+			return nil
+		}},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			b.SetBytes(bytes)
+			for b.Loop() {
+				if err := tc.read(); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(b.N*perBatch)/b.Elapsed().Seconds(), "blobs/s")
+		})
+	}
 }

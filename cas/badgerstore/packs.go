@@ -187,20 +187,28 @@ var errPackGone = errors.New("pack compacted away")
 
 // read returns n bytes at off in pack id.
 func (p *packs) read(id uint32, off, n int64) ([]byte, error) {
+	buf := make([]byte, n)
+	if err := p.readInto(id, off, buf); err != nil {
+		return nil, err
+	}
+	return buf, nil
+}
+
+// readInto fills buf with the bytes at off in pack id.
+func (p *packs) readInto(id uint32, off int64, buf []byte) error {
 	p.mu.Lock()
 	pk := p.byID[id]
 	p.mu.Unlock()
 	if pk == nil {
-		return nil, errPackGone
+		return errPackGone
 	}
-	buf := make([]byte, n)
 	if _, err := pk.f.ReadAt(buf, off); err != nil {
 		if errors.Is(err, os.ErrClosed) {
-			return nil, errPackGone
+			return errPackGone
 		}
-		return nil, fmt.Errorf("read %s at %d: %w", pk.f.Name(), off, err)
+		return fmt.Errorf("read %s at %d: %w", pk.f.Name(), off, err)
 	}
-	return buf, nil
+	return nil
 }
 
 // remove deletes a pack no entry references.

@@ -144,11 +144,11 @@ func (s *CAS) BatchReadBlobs(ctx context.Context, req *repb.BatchReadBlobsReques
 		return nil, invalid("a response to %d blobs would take about %d bytes, over the %d a client receives; ask for fewer blobs per batch", len(ds), size, maxBatchResponseBytes)
 	}
 	resp := &repb.BatchReadBlobsResponse{Responses: make([]*repb.BatchReadBlobsResponse_Response, len(ds))}
-	for i, d := range ds {
+	datas, errs := readBatch(ctx, s.opts.Blobs, ds)
+	for i, data := range datas {
 		out := &repb.BatchReadBlobsResponse_Response{Digest: req.GetDigests()[i], Status: &status.Status{}}
 		resp.Responses[i] = out
-		data, err := cas.ReadAll(ctx, s.opts.Blobs, d)
-		if err != nil {
+		if err := errs[i]; err != nil {
 			out.Status = rpcStatus(Code(err), err.Error())
 			continue
 		}
@@ -156,6 +156,20 @@ func (s *CAS) BatchReadBlobs(ctx context.Context, req *repb.BatchReadBlobsReques
 		s.opts.Metrics.BytesRead.WithLabelValues("batch").Add(float64(len(data)))
 	}
 	return resp, nil
+}
+
+// readBatch reads the blobs ds with g's GetBatch when it has one, else
+// with one Get each.
+func readBatch(ctx context.Context, g cas.BlobGetter, ds []digest.Digest) ([][]byte, []error) {
+	if bg, ok := g.(cas.BatchGetter); ok {
+		return bg.GetBatch(ctx, ds)
+	}
+	datas := make([][]byte, len(ds))
+	errs := make([]error, len(ds))
+	for i, d := range ds {
+		datas[i], errs[i] = cas.ReadAll(ctx, g, d)
+	}
+	return datas, errs
 }
 
 const (

@@ -46,6 +46,7 @@ func Run(t *testing.T, newStore func(t *testing.T) Store, largeSize int) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, newStore(t)) })
 	}
+	t.Run("GetBatch", func(t *testing.T) { testGetBatch(t, newStore(t), largeSize) })
 	t.Run("Large", func(t *testing.T) {
 		s := newStore(t)
 		data := Random(largeSize)
@@ -257,6 +258,53 @@ func testPutBatch(t *testing.T, s Store) {
 		t.Fatalf("PutBatch of a digest with wrong, right and wrong bytes: errors = %v", errs)
 	}
 	checkGet(t, s, d, 0, right)
+}
+
+// testGetBatch reads, with GetBatch when the store has it (cas.BatchGetter),
+// blobs written together in one batch, in another order and with one
+// twice, a large one, the empty blob and a missing one.
+func testGetBatch(t *testing.T, s Store, largeSize int) {
+	bg, ok := s.(cas.BatchGetter)
+	if !ok {
+		t.Skip("the store has no GetBatch")
+	}
+	ctx := context.Background()
+	var blobs []cas.Blob
+	for i := range 20 {
+		data := Random(1 + i*97)
+		blobs = append(blobs, cas.Blob{Digest: digest.OfBytes(data), Data: data})
+	}
+	for i, err := range cas.PutBatch(ctx, s, blobs) {
+		if err != nil {
+			t.Fatalf("PutBatch, blob %d: %v", i, err)
+		}
+	}
+	large := Random(largeSize)
+	missing := digest.OfBytes(Random(10))
+	want := [][]byte{blobs[5].Data, large, blobs[0].Data, {}, blobs[19].Data, nil, blobs[5].Data}
+	ds := []digest.Digest{blobs[5].Digest, Put(t, s, large), blobs[0].Digest, digest.Empty, blobs[19].Digest, missing, blobs[5].Digest}
+	for i := 1; i < 19; i++ {
+		if i != 5 {
+			want = append(want, blobs[i].Data)
+			ds = append(ds, blobs[i].Digest)
+		}
+	}
+	got, errs := bg.GetBatch(ctx, ds)
+	if len(got) != len(ds) || len(errs) != len(ds) {
+		t.Fatalf("GetBatch of %d digests: %d results, %d errors", len(ds), len(got), len(errs))
+	}
+	for i, d := range ds {
+		switch {
+		case d == missing:
+			if !errors.Is(errs[i], cas.ErrNotFound) {
+				t.Errorf("GetBatch of a missing blob: %v, want ErrNotFound", errs[i])
+			}
+		case errs[i] != nil:
+			t.Errorf("GetBatch %d (%v): %v", i, d, errs[i])
+		case !bytes.Equal(got[i], want[i]):
+			t.Errorf("GetBatch %d (%v): %d bytes, not the %d stored", i, d, len(got[i]), len(want[i]))
+		}
+	}
 }
 
 func testActionCache(t *testing.T, s Store) {
