@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"log/slog"
 	"maps"
 	"os"
 	"path/filepath"
@@ -60,6 +61,9 @@ func (c *counting) files() int {
 	return c.n
 }
 
+// quiet discards logs; the tests check what matters themselves.
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+
 // modes runs test once with the kernel reading files through this process
 // and once with passthrough.
 func modes(t *testing.T, test func(t *testing.T, e *env)) {
@@ -79,11 +83,11 @@ func newEnv(t testing.TB, passthrough bool) *env {
 	e := &env{store: memstore.New()}
 	e.fetched = &counting{BlobGetter: e.store}
 	var err error
-	e.cache, err = blobcache.Open(blobcache.Options{Dir: t.TempDir(), MaxBytes: 1 << 30, Remote: e.fetched})
+	e.cache, err = blobcache.Open(blobcache.Options{Dir: t.TempDir(), MaxBytes: 1 << 30, Remote: e.fetched, Logger: quiet})
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.fs, err = New(Options{Directories: e.store, Files: e.cache, Passthrough: passthrough})
+	e.fs, err = New(Options{Directories: e.store, Files: e.cache, Passthrough: passthrough, Logger: quiet})
 	if err != nil {
 		t.Fatal(err)
 	}
