@@ -63,10 +63,19 @@ type clusterOptions struct {
 }
 
 // eachInputMode runs test with a cluster whose worker hardlinks inputs and
-// with one that serves them through FUSE.
+// with one that serves them through FUSE. The worker must log no error:
+// a FUSE server that outlived its sandbox would (a timed-out action, say).
 func eachInputMode(t *testing.T, test func(t *testing.T, c *cluster)) {
 	for _, mode := range []workerd.InputMode{workerd.InputsHardlink, workerd.InputsFUSE} {
-		t.Run(string(mode), func(t *testing.T) { test(t, newCluster(t, clusterOptions{inputs: mode})) })
+		t.Run(string(mode), func(t *testing.T) {
+			var log syncBuffer
+			c := newCluster(t, clusterOptions{inputs: mode, log: slog.New(slog.NewTextHandler(&log, nil))})
+			test(t, c)
+			c.close()
+			if strings.Contains(log.String(), "level=ERROR") {
+				t.Errorf("the worker logged errors:\n%s", log.String())
+			}
+		})
 	}
 }
 
