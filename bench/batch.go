@@ -19,11 +19,14 @@ func (b *bench) batch(ctx context.Context, s *server, c int) (update, read Measu
 		return update, read, err
 	}
 	update = opsRate(len(blobs), total, elapsed)
+	update.Calls = len(batches)
 	elapsed, err = parallel(ctx, len(batches), c, func(ctx context.Context, _, i int) error {
 		return s.read(ctx, batches[i])
 	})
 	if err != nil {
 		return update, read, err
 	}
-	return update, opsRate(len(blobs), total, elapsed), nil
+	read = opsRate(len(blobs), total, elapsed)
+	read.Calls = len(batches)
+	return update, read, nil
 }

@@ -67,7 +67,7 @@ func TestRunQuickAgainstFloor(t *testing.T) {
 		t.Errorf("single-core figures not positive or data not compressible: %+v", l)
 	}
 
-	if d := rep.Disk; d == nil || d.Write <= 0 || d.Bytes != opts.StreamSize || d.Tries != 4*diskRepeats {
+	if d := rep.Disk; d == nil || d.Write <= 0 || d.Bytes != opts.StreamSize || d.Tries != 4*diskRepeats || d.BatchMillis <= 0 || d.BatchBytes <= 0 {
 		t.Errorf("disk figure missing, not positive or not from every try: %+v", d)
 	}
 	if left, _ := os.ReadDir(opts.DiskDir); len(left) != 0 {
@@ -78,7 +78,7 @@ func TestRunQuickAgainstFloor(t *testing.T) {
 	if err := rep.WriteText(&text); err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range append(workloads, "PASS", "aims:", "SHA-256", "disk: durable write", "ByteStream Write at 4 is") {
+	for _, want := range append(workloads, "PASS", "aims:", "SHA-256", "disk: durable write", "ByteStream Write at 4 is", "durable append of a") {
 		if !strings.Contains(text.String(), want) {
 			t.Errorf("text report lacks %q:\n%s", want, text.String())
 		}

@@ -28,6 +28,12 @@ type Disk struct {
 	Write float64 `json:"write_mb_s"`
 	// Tries is how many files were written.
 	Tries int `json:"tries"`
+	// BatchBytes is the size of a full batch of small blobs (the floor's
+	// max_batch_total_size_bytes), and BatchMillis the best time of
+	// appending that many bytes to a file and making them durable
+	// (fdatasync), as a server does before it answers a BatchUpdateBlobs.
+	BatchBytes  int     `json:"batch_bytes"`
+	BatchMillis float64 `json:"batch_ms"`
 }
 
 // diskRepeats is how many times each way of writing is measured, each
@@ -53,16 +59,49 @@ func measureDisk(dir string, data []byte) (Disk, error) {
 		d.Tries++
 	}
 	d.Write = float64(len(data)) / 1e6 / max(fastest.Seconds(), 1e-9)
+	d.BatchBytes = min(floorMaxBatchBytes, len(data))
+	took, err := appendDurably(dir, data[:d.BatchBytes], 2*diskRepeats)
+	if err != nil {
+		return d, err
+	}
+	d.BatchMillis = took.Seconds() * 1e3
 	return d, nil
 }
 
-// best returns the better of d and e.
+// appendDurably appends batch to a new file in dir n times, each time
+// followed by an fdatasync, and returns the fastest append; the file is
+// removed afterwards.
+func appendDurably(dir string, batch []byte, n int) (time.Duration, error) {
+	f, err := os.CreateTemp(dir, "mound-bench-batches-*")
+	if err != nil {
+		return 0, fmt.Errorf("disk: %w", err)
+	}
+	defer os.Remove(f.Name())
+	defer f.Close()
+	var fastest time.Duration
+	for i := range n {
+		start := time.Now()
+		if _, err := f.Write(batch); err != nil {
+			return 0, fmt.Errorf("disk: write %s: %w", f.Name(), err)
+		}
+		if err := unix.Fdatasync(int(f.Fd())); err != nil {
+			return 0, fmt.Errorf("disk: sync %s: %w", f.Name(), err)
+		}
+		if took := time.Since(start); i == 0 || took < fastest {
+			fastest = took
+		}
+	}
+	return fastest, nil
+}
+
+// best returns the better of each figure of d and e.
 func (d Disk) best(e Disk) Disk {
 	tries := d.Tries + e.Tries
+	batch := min(d.BatchMillis, e.BatchMillis)
 	if e.Write > d.Write {
 		d = e
 	}
-	d.Tries = tries
+	d.Tries, d.BatchMillis = tries, batch
 	return d
 }
 
@@ -82,7 +121,7 @@ func writeDurably(dir string, data []byte, syncAlong bool) (took time.Duration, 
 	// and keeps its first error; it ends when syncs is closed.
 	syncs := make(chan struct{}, 1)
 	synced := make(chan error, 1)
-	go func() {
+	go func(syncs <-chan struct{}) {
 		var first error
 		for range syncs {
 			if err := unix.Fdatasync(int(f.Fd())); err != nil && first == nil {
@@ -90,7 +129,7 @@ func writeDurably(dir string, data []byte, syncAlong bool) (took time.Duration, 
 			}
 		}
 		synced <- first
-	}()
+	}(syncs)
 	stop := func() error {
 		if syncs == nil {
 			return nil

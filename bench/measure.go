@@ -27,6 +27,8 @@ type Measure struct {
 	Ops int `json:"ops"`
 	// Bytes is how many bytes of content were moved, for byte rates.
 	Bytes int64 `json:"bytes,omitempty"`
+	// Calls is how many requests moved them, for the batch workloads.
+	Calls int `json:"calls,omitempty"`
 	// Seconds is the wall-clock time of the measurement.
 	Seconds float64 `json:"seconds"`
 	// Rounds is how many rounds the figure comes from: the best round

@@ -140,7 +140,7 @@ func (r *Report) WriteText(w io.Writer) error {
 	}
 	tw.Flush()
 	fmt.Fprintf(&b, "\naims: %d PASS, %d MISS\n", pass, miss)
-	if n := r.diskNote(); n != "" {
+	for _, n := range r.diskNotes() {
 		fmt.Fprintf(&b, "note: %s\n", n)
 	}
 	for _, n := range r.Notes {
@@ -150,24 +150,39 @@ func (r *Report) WriteText(w io.Writer) error {
 	return err
 }
 
-// diskNote compares the ByteStream Write rows with the disk's durable
-// write rate, or returns "" when the disk was not measured.
-func (r *Report) diskNote() string {
-	if r.Disk == nil {
-		return ""
+// diskNotes compare the ByteStream Write rows with the disk's durable
+// write rate, and the BatchUpdateBlobs row at concurrency 1 with what the
+// disk's durable appends allow; none when the disk was not measured.
+func (r *Report) diskNotes() []string {
+	if r.Disk == nil || r.Disk.Write <= 0 {
+		return nil
 	}
+	var notes []string
 	var b strings.Builder
 	fmt.Fprintf(&b, "disk: durable write %s MB/s (%d MiB files, write + fsync, best of %d, in %s); a durable upload cannot beat it",
 		number(r.Disk.Write), r.Disk.Bytes>>20, r.Disk.Tries, r.Disk.Dir)
 	sep := ": "
 	for _, row := range r.Rows {
-		if row.Workload == ByteStreamWrite && r.Disk.Write > 0 {
+		if row.Workload == ByteStreamWrite {
 			fmt.Fprintf(&b, "%s%s at %d is %.0f%% of it (floor %.0f%%)", sep, row.Workload, row.Concurrency,
 				100*row.Target.Value/r.Disk.Write, 100*row.Floor.Value/r.Disk.Write)
 			sep = ", "
 		}
 	}
-	return b.String()
+	notes = append(notes, b.String())
+	for _, row := range r.Rows {
+		if row.Workload != BatchUpdateBlobs || row.Concurrency != 1 || row.Floor.Calls == 0 || r.Disk.BatchMillis <= 0 {
+			continue
+		}
+		// One batch at a time: each is received whole before it can be
+		// made durable, and answered only after, so a durable server
+		// takes at least the floor's time plus the disk's.
+		floorMillis := row.Floor.Seconds * 1e3 / float64(row.Floor.Calls)
+		notes = append(notes, fmt.Sprintf("disk: a durable append of a %.1f MB batch takes %s ms (fdatasync, best of %d); %s at 1 in flight then takes at least the floor's %s ms a batch plus that: %.0f%% of floor",
+			float64(r.Disk.BatchBytes)/1e6, number(r.Disk.BatchMillis), r.Disk.Tries, row.Workload,
+			number(floorMillis), 100*floorMillis/(floorMillis+r.Disk.BatchMillis)))
+	}
+	return notes
 }
 
 // WriteJSON writes r as indented JSON.
