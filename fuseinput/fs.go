@@ -67,8 +67,9 @@ func (o Options) Validate() error {
 // keeps the Directory messages that trees read, so that actions on the same
 // input root list each directory once. Safe for concurrent use.
 type FS struct {
-	opts Options
-	dirs *dirCache
+	opts       Options
+	dirs       *dirCache
+	readAheads chan struct{} // semaphore of readAheadParallelism
 }
 
 // New returns an FS.
@@ -82,12 +83,12 @@ func New(opts Options) (*FS, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	return &FS{opts: opts, dirs: newDirCache(opts.DirectoryBytes)}, nil
+	return &FS{opts: opts, dirs: newDirCache(opts.DirectoryBytes), readAheads: make(chan struct{}, readAheadParallelism)}, nil
 }
 
-// directory returns the checked Directory message d from g, read once for all
-// concurrent callers and kept while it is recently used. A message that is
-// missing wraps cas.ErrNotFound; one that is malformed wraps
+// directory returns the checked Directory message d from g, read once for
+// all concurrent callers and kept while it is recently used. A message that
+// is missing wraps cas.ErrNotFound; one that is malformed wraps
 // tree.ErrInvalid. It also returns the time the caller waited for it.
 func (f *FS) directory(ctx context.Context, g cas.BlobGetter, d digest.Digest) (*repb.Directory, time.Duration, error) {
 	return f.dirs.get(ctx, d, func(ctx context.Context) (*repb.Directory, error) {
@@ -95,15 +96,61 @@ func (f *FS) directory(ctx context.Context, g cas.BlobGetter, d digest.Digest) (
 		if err != nil {
 			return nil, err
 		}
-		dir := &repb.Directory{}
-		if err := proto.Unmarshal(b, dir); err != nil {
-			return nil, fmt.Errorf("directory %v: %w: not a Directory message: %v", d, tree.ErrInvalid, err)
-		}
-		if err := tree.CheckDirectory(dir); err != nil {
-			return nil, fmt.Errorf("directory %v: %w", d, err)
-		}
-		return dir, nil
+		return parseDirectory(d, b)
 	})
+}
+
+// parseDirectory decodes and checks the Directory message b of digest d
+// (verified by the getter that read it).
+func parseDirectory(d digest.Digest, b []byte) (*repb.Directory, error) {
+	dir := &repb.Directory{}
+	if err := proto.Unmarshal(b, dir); err != nil {
+		return nil, fmt.Errorf("directory %v: %w: not a Directory message: %v", d, tree.ErrInvalid, err)
+	}
+	if err := tree.CheckDirectory(dir); err != nil {
+		return nil, fmt.Errorf("directory %v: %w", d, err)
+	}
+	return dir, nil
+}
+
+// readAheadDirs bounds the subdirectories read ahead when a directory is
+// loaded: their messages are small (a few hundred bytes to a few KiB), so
+// a thousand fit in one or two batch requests.
+const readAheadDirs = 1000
+
+// readAheadParallelism bounds the read-aheads of an FS in flight: each is
+// one batch request to the CAS, and they only hide latency.
+const readAheadParallelism = 4
+
+// readAhead reads the Directory messages ds (the subdirectories of a
+// directory just loaded) in one batch when g can batch, so that looking
+// into them needs no round trip of its own. Lookups of them meanwhile wait
+// for this read rather than starting their own. Failures are left for a
+// lookup to find.
+func (f *FS) readAhead(ctx context.Context, g cas.BlobGetter, ds []digest.Digest) {
+	bg, ok := g.(cas.BatchGetter)
+	if !ok {
+		return
+	}
+	select {
+	case f.readAheads <- struct{}{}:
+		defer func() { <-f.readAheads }()
+	case <-ctx.Done():
+		return
+	}
+	todo, fetches := f.dirs.claim(ds[:min(len(ds), readAheadDirs)])
+	if len(todo) == 0 {
+		return
+	}
+	data, errs := bg.GetBatch(ctx, todo)
+	for i, d := range todo {
+		if errs[i] != nil {
+			f.dirs.settle(d, fetches[i], nil, errs[i])
+			continue
+		}
+		dir, err := parseDirectory(d, data[i])
+		f.dirs.settle(d, fetches[i], dir, err)
+	}
 }
 
 // dirCache is a size-bounded LRU of parsed Directory messages with one read
@@ -149,7 +196,7 @@ func (c *dirCache) get(ctx context.Context, d digest.Digest, read func(context.C
 			case <-ctx.Done():
 				return nil, time.Since(start), ctx.Err()
 			}
-			if f.err != nil && ctx.Err() == nil && (errors.Is(f.err, context.Canceled) || errors.Is(f.err, context.DeadlineExceeded)) {
+			if f.err != nil && ctx.Err() == nil && isCancel(f.err) {
 				continue // the reader gave up; this caller still wants it
 			}
 			return f.dir, time.Since(start), f.err
@@ -158,16 +205,44 @@ func (c *dirCache) get(ctx context.Context, d digest.Digest, read func(context.C
 		c.inflight[d] = f
 		c.mu.Unlock()
 
-		f.dir, f.err = read(ctx)
-		c.mu.Lock()
-		delete(c.inflight, d)
-		if f.err == nil {
-			c.addLocked(d, f.dir)
-		}
-		c.mu.Unlock()
-		close(f.done)
-		return f.dir, time.Since(start), f.err
+		dir, err := read(ctx)
+		c.settle(d, f, dir, err)
+		return dir, time.Since(start), err
 	}
+}
+
+// claim registers a read of each digest of ds that is neither kept nor
+// being read, and returns those digests with their fetches: the caller
+// reads them and settles each.
+func (c *dirCache) claim(ds []digest.Digest) ([]digest.Digest, []*dirFetch) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var todo []digest.Digest
+	var fetches []*dirFetch
+	for _, d := range ds {
+		if _, ok := c.entries[d]; ok {
+			continue
+		}
+		if _, ok := c.inflight[d]; ok {
+			continue
+		}
+		f := &dirFetch{done: make(chan struct{})}
+		c.inflight[d] = f
+		todo, fetches = append(todo, d), append(fetches, f)
+	}
+	return todo, fetches
+}
+
+// settle ends the read f of d, keeping dir when it succeeded.
+func (c *dirCache) settle(d digest.Digest, f *dirFetch, dir *repb.Directory, err error) {
+	c.mu.Lock()
+	delete(c.inflight, d)
+	f.dir, f.err = dir, err
+	if err == nil {
+		c.addLocked(d, dir)
+	}
+	c.mu.Unlock()
+	close(f.done)
 }
 
 func (c *dirCache) addLocked(d digest.Digest, dir *repb.Directory) {

@@ -580,3 +580,90 @@ func TestWriteWhileReadThroughPassthrough(t *testing.T) {
 		}
 	})
 }
+
+// batching is a counting BlobGetter that can also read in batches, like
+// the remote CAS client.
+type batching struct {
+	counting
+	batches [][]digest.Digest
+}
+
+func (b *batching) GetBatch(ctx context.Context, ds []digest.Digest) ([][]byte, []error) {
+	b.mu.Lock()
+	b.batches = append(b.batches, ds)
+	b.mu.Unlock()
+	data, errs := make([][]byte, len(ds)), make([]error, len(ds))
+	for i, d := range ds {
+		data[i], errs[i] = cas.ReadAll(ctx, b.BlobGetter, d)
+	}
+	return data, errs
+}
+
+// TestDirectoriesAreReadAhead: loading a directory reads all its
+// subdirectories' messages in one batch, so looking into each of them
+// needs no request of its own.
+func TestDirectoriesAreReadAhead(t *testing.T) {
+	e := newEnv(t, false)
+	files := map[string]string{}
+	for d := range 10 {
+		files[fmt.Sprintf("d%d/f", d)] = fmt.Sprint(d)
+	}
+	root := e.upload(t, files)
+	dirs := &batching{counting: counting{BlobGetter: e.store}}
+	tr, err := e.fs.NewTree(context.Background(), TreeOptions{Root: root, Upper: t.TempDir(), Directories: dirs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr.bg.Wait() // the read-ahead of the root's subdirectories
+	for d := range 10 {
+		if _, err := tr.Lstat(fmt.Sprintf("d%d/f", d)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := dirs.files(); n != 1 {
+		t.Errorf("%d Directory messages were read one by one, want 1 (the root)", n)
+	}
+	if len(dirs.batches) != 1 || len(dirs.batches[0]) != 10 {
+		t.Errorf("batches read: %v, want one of the 10 subdirectories", dirs.batches)
+	}
+	if err := tr.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// ctxGetter fails reads whose context has ended, as a remote CAS does.
+type ctxGetter struct{ cas.BlobGetter }
+
+func (g ctxGetter) Get(ctx context.Context, d digest.Digest, off int64) (io.ReadCloser, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	return g.BlobGetter.Get(ctx, d, off)
+}
+
+// TestViewAfterClose: the worker collects outputs after the sandbox ended
+// and the tree was closed, also from directories the action never looked
+// into.
+func TestViewAfterClose(t *testing.T) {
+	e := newEnv(t, false)
+	root := e.upload(t, map[string]string{"a/b/c.txt": "c\n"})
+	tr, err := e.fs.NewTree(context.Background(), TreeOptions{Root: root, Upper: t.TempDir(), Directories: ctxGetter{e.store}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tr.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := tr.Lstat("a/b/c.txt"); err != nil || fi.Size() != 2 {
+		t.Fatalf("Lstat after Close: %v, %v", fi, err)
+	}
+	f, err := tr.Open("a/b/c.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(f)
+	f.Close()
+	if string(b) != "c\n" {
+		t.Errorf("read %q", b)
+	}
+}

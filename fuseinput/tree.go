@@ -51,11 +51,14 @@ type Tree struct {
 	epoch time.Time // the mtime of the inputs
 	root  *node
 
-	// ctx bounds the tree's own work (prefetching, the View's fetches);
-	// cancel ends it. Requests of the file system use their own.
-	ctx    context.Context
-	cancel context.CancelFunc
-	bg     sync.WaitGroup // prefetch goroutines
+	// viewCtx is NewTree's: MkdirAll and the View read with it.
+	// bgCtx bounds the tree's background work (prefetch, read-ahead of
+	// directories), and Close cancels it. Requests of the file system
+	// use their own.
+	viewCtx context.Context
+	bgCtx   context.Context
+	cancel  context.CancelFunc
+	bg      sync.WaitGroup // prefetch goroutines
 	// prefetched is closed when the prefetch has ended.
 	prefetched chan struct{}
 
@@ -84,10 +87,10 @@ func (f *FS) NewTree(ctx context.Context, opts TreeOptions) (*Tree, error) {
 	if opts.Directories == nil {
 		return nil, errors.New("fuseinput: neither TreeOptions.Directories nor Options.Directories is set")
 	}
-	tctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	bgCtx, cancel := context.WithCancel(ctx)
 	t := &Tree{
 		fs: f, opts: opts, epoch: time.Now().Truncate(time.Second),
-		ctx: tctx, cancel: cancel,
+		viewCtx: ctx, bgCtx: bgCtx, cancel: cancel,
 		inos: map[uint64]*node{}, nextIno: 1 << 62,
 		access: newAccessLog(), prefetched: make(chan struct{}),
 	}
@@ -189,10 +192,21 @@ func (t *Tree) load(ctx context.Context, n *node) error {
 			c.perm = execMode
 		}
 	}
+	subdirs := make([]digest.Digest, 0, len(dir.GetDirectories()))
 	for _, sub := range dir.GetDirectories() {
 		sd, _ := digest.FromProto(sub.GetDigest()) // checked
 		c := t.inputLocked(n, sub.GetName(), kindDir, "")
 		c.dir, c.perm = sd, dirMode
+		subdirs = append(subdirs, sd)
+	}
+	if len(subdirs) > 0 {
+		// An action that looks into a directory mostly goes on into
+		// its subdirectories: their listings come in one request.
+		t.bg.Add(1)
+		go func() {
+			defer t.bg.Done()
+			t.fs.readAhead(t.bgCtx, t.opts.Directories, subdirs)
+		}()
 	}
 	for _, l := range dir.GetSymlinks() {
 		c := t.inputLocked(n, l.GetName(), kindSymlink, l.GetTarget())
@@ -289,7 +303,7 @@ func (t *Tree) MkdirAll(name string) error {
 		if c == ".." {
 			return fmt.Errorf("mkdir %q: %w", name, syscall.EINVAL)
 		}
-		if err := t.load(t.ctx, n); err != nil {
+		if err := t.load(t.viewCtx, n); err != nil {
 			return fmt.Errorf("mkdir %q: %w", name, err)
 		}
 		t.mu.Lock()
@@ -300,7 +314,7 @@ func (t *Tree) MkdirAll(name string) error {
 		t.mu.Unlock()
 		if next.kind == kindSymlink {
 			var err error
-			if next, err = t.resolve(t.ctx, path.Join(pathOf(t, n), c), true); err != nil {
+			if next, err = t.resolve(t.viewCtx, path.Join(pathOf(t, n), c), true); err != nil {
 				return fmt.Errorf("mkdir %q: %w", name, err)
 			}
 		}
@@ -391,7 +405,7 @@ func (t *Tree) prefetch(paths []string) {
 		go func() {
 			defer wg.Done()
 			for p := range work {
-				n, err := t.resolve(t.ctx, p, false)
+				n, err := t.resolve(t.bgCtx, p, false)
 				if err != nil {
 					continue
 				}
@@ -401,7 +415,7 @@ func (t *Tree) prefetch(paths []string) {
 				if !input {
 					continue
 				}
-				if _, err := t.fs.opts.Files.Path(t.ctx, d, exec); err == nil {
+				if _, err := t.fs.opts.Files.Path(t.bgCtx, d, exec); err == nil {
 					mu.Lock()
 					fetched++
 					mu.Unlock()
@@ -412,9 +426,9 @@ func (t *Tree) prefetch(paths []string) {
 	for _, p := range paths {
 		select {
 		case work <- p:
-		case <-t.ctx.Done():
+		case <-t.bgCtx.Done():
 		}
-		if t.ctx.Err() != nil {
+		if t.bgCtx.Err() != nil {
 			break
 		}
 	}

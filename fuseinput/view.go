@@ -17,7 +17,7 @@ import (
 
 // Lstat describes name without following a final symlink.
 func (t *Tree) Lstat(name string) (fs.FileInfo, error) {
-	n, err := t.resolve(t.ctx, name, false)
+	n, err := t.resolve(t.viewCtx, name, false)
 	if err != nil {
 		return nil, &fs.PathError{Op: "lstat", Path: name, Err: err}
 	}
@@ -32,12 +32,12 @@ func (t *Tree) Lstat(name string) (fs.FileInfo, error) {
 
 // ReadDir lists the directory name, sorted by name.
 func (t *Tree) ReadDir(name string) ([]fs.DirEntry, error) {
-	n, err := t.resolve(t.ctx, name, true)
+	n, err := t.resolve(t.viewCtx, name, true)
 	if err == nil && n.kind != kindDir {
 		err = fmt.Errorf("not a directory")
 	}
 	if err == nil {
-		err = t.load(t.ctx, n)
+		err = t.load(t.viewCtx, n)
 	}
 	if err != nil {
 		return nil, &fs.PathError{Op: "readdir", Path: name, Err: err}
@@ -58,7 +58,7 @@ func (t *Tree) ReadDir(name string) ([]fs.DirEntry, error) {
 
 // Readlink returns the target of the symlink name.
 func (t *Tree) Readlink(name string) (string, error) {
-	n, err := t.resolve(t.ctx, name, false)
+	n, err := t.resolve(t.viewCtx, name, false)
 	if err == nil && n.kind != kindSymlink {
 		err = fmt.Errorf("not a symlink")
 	}
@@ -72,7 +72,7 @@ func (t *Tree) Readlink(name string) (string, error) {
 
 // Open opens the regular file name for reading; the caller closes it.
 func (t *Tree) Open(name string) (*os.File, error) {
-	n, err := t.resolve(t.ctx, name, true)
+	n, err := t.resolve(t.viewCtx, name, true)
 	if err == nil && n.kind != kindFile {
 		err = fmt.Errorf("not a regular file")
 	}
@@ -85,13 +85,13 @@ func (t *Tree) Open(name string) (*os.File, error) {
 	if upper != "" {
 		return openFile(upper, os.O_RDONLY)
 	}
-	return t.content(t.ctx, d, exec, origin)
+	return t.content(t.viewCtx, d, exec, origin)
 }
 
 // KnownDigest returns the digest of name while it is the unchanged input it
 // was: outputs need not hash it again.
 func (t *Tree) KnownDigest(name string) (digest.Digest, bool) {
-	n, err := t.resolve(t.ctx, name, false)
+	n, err := t.resolve(t.viewCtx, name, false)
 	if err != nil {
 		return digest.Digest{}, false
 	}

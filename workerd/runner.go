@@ -146,14 +146,17 @@ func (r *runner) execute(ctx context.Context, task *workerpb.Task, md *repb.Exec
 
 	cmdDigest := digest.OfBytes(task.GetCommand())
 	md.InputFetchStartTimestamp = timestamppb.Now()
-	// Getting the inputs ready may take as long as the action may run: a
+	// Hardlinking the inputs may take as long as the action may run: a
 	// CAS that stalls ends the action as timed out instead of holding a
-	// slot of the worker forever.
+	// slot of the worker forever. (FUSE inputs arrive while the command
+	// runs, within its own timeout.)
 	fetchCtx, cancelFetch := context.WithTimeout(ctx, max(task.GetTimeout().AsDuration(), minFetchTimeout))
 	defer cancelFetch()
 	var tr *fuseinput.Tree
 	if r.fuse != nil {
-		tr, err = r.prepareFUSE(fetchCtx, dir, rootDigest, cmd, cmdDigest, store)
+		// The tree reads its outputs' directories with this context
+		// after the action too: the task's, not the fetch deadline's.
+		tr, err = r.prepareFUSE(ctx, dir, rootDigest, cmd, cmdDigest, store)
 		if err != nil {
 			return nil, err
 		}
