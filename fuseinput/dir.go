@@ -119,7 +119,7 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 		return nil, nil, 0, errno(err)
 	}
 	c := t.newLocked(n, name, kindFile, mode)
-	c.upper = upper
+	c.upper, c.created = upper, true
 	p := c.relPath()
 	add(t.access.created, p)
 	add(t.access.written, p)

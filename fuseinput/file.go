@@ -141,7 +141,7 @@ func (n *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 	}
 	// Reserved before the fetch, so that no copy-up starts before the
 	// handle is counted (see copyUp).
-	input := t.pass
+	input := n.passthroughLocked()
 	if input {
 		n.passInput++
 	}
@@ -275,6 +275,22 @@ func copyInput(ctx context.Context, t *Tree, dst string, keep bool, d digest.Dig
 	return out.Close()
 }
 
+// passthroughMin is the size from which an input is read with passthrough.
+// A smaller file takes the kernel one or two read requests through this
+// process, cheaper than setting up a backing file for it at every open
+// (measured: gcc on 300 small headers ran 11% slower with passthrough for
+// every file, and as fast as with hardlinked inputs without; a 256 MiB file
+// reads 7x faster with it).
+const passthroughMin = 256 << 10
+
+// passthroughLocked says whether n's descriptors are offered to the kernel
+// as backing files. It never changes for a node: one inode's descriptors
+// must all be passthrough or none (the kernel refuses a mix), also across
+// a copy-up. Caller holds t.mu.
+func (n *node) passthroughLocked() bool {
+	return n.t.pass && (n.created || n.d.Size >= passthroughMin)
+}
+
 // handle is an open file: the input's file in the local cache, or the
 // node's file in the layer.
 type handle struct {
@@ -322,7 +338,7 @@ var (
 // newHandleLocked returns a handle of n on f; input says f is the input's
 // cache file, counted in n.passInput already. Caller holds t.mu.
 func (t *Tree) newHandleLocked(n *node, f *os.File, input bool) *handle {
-	return &handle{n: n, f: f, pass: t.pass, input: input}
+	return &handle{n: n, f: f, pass: n.passthroughLocked(), input: input}
 }
 
 // Read implements gofs.FileReader; go-fuse splices from the descriptor.

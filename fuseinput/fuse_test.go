@@ -556,20 +556,23 @@ func testPrefetch(t *testing.T, e *env) {
 // once it is closed, the write copies it up.
 func TestWriteWhileReadThroughPassthrough(t *testing.T) {
 	modes(t, func(t *testing.T, e *env) {
-		tr, mnt := e.mount(t, e.upload(t, map[string]string{"f": "old\n"}))
+		// Large enough to be read with passthrough (passthroughMin).
+		old := strings.Repeat("old\n", passthroughMin/4)
+		tr, mnt := e.mount(t, e.upload(t, map[string]string{"f": old}))
 		p := filepath.Join(mnt, "f")
 		r, err := openFile(p, os.O_RDONLY)
 		if err != nil {
 			t.Fatal(err)
 		}
 		w, err := openFile(p, os.O_WRONLY|os.O_TRUNC)
+		if err == nil {
+			w.Close()
+		}
 		switch {
 		case tr.Passthrough() && !errors.Is(err, syscall.ETXTBSY):
 			t.Errorf("open for writing while read through passthrough: %v, want ETXTBSY", err)
 		case !tr.Passthrough() && err != nil:
 			t.Errorf("open for writing while open for reading: %v", err)
-		case err == nil:
-			w.Close()
 		}
 		r.Close()
 		if err := writeFile(p, []byte("new\n"), 0); err != nil {

@@ -60,6 +60,8 @@ type node struct {
 	d     digest.Digest
 	exec  bool
 	upper string
+	// created says the action created the file (it has no input).
+	created bool
 	// passInput counts descriptors of the input's cache file offered to
 	// the kernel for passthrough, from before the fetch to their release;
 	// releasing those released whose go-fuse bookkeeping has not ended

@@ -65,7 +65,7 @@ func (c *Cache) fill(ctx context.Context, k key, other *fetch) (err error) {
 
 // createTemp creates a temporary file in the directory of k's final name,
 // so that the rename stays within it and concurrent fills spread over the
-// shards. Shards are made on first use.
+// shards. Open makes the shards; one removed since is made again.
 func (c *Cache) createTemp(k key) (*os.File, error) {
 	shard := filepath.Dir(c.path(k))
 	f, err := os.CreateTemp(shard, "fetch-")
