@@ -17,14 +17,14 @@ run: build
 
 # Installs what the tests need when missing (Bazel, fuse3), then runs every
 # test, including the conformance suite against a real mound and a real
-# Bazel build.
+# Bazel build; then the FUSE file system and the worker again under -race
+# (they serve many actions at once), and the conformance suite's execution
+# cases once more on a worker with hardlinked inputs (the first run had
+# FUSE inputs, auto's choice where FUSE works).
 test: test-deps build
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 20m ./...
-	# The FUSE file system and the worker serve many actions at once.
 	$(GO) test -race -count=1 -timeout 10m ./fuseinput/ ./workerd/
-	# The execution cases once more, on a worker with hardlinked inputs
-	# (the run above had FUSE inputs, auto's choice where FUSE works).
 	$(GO) test -count=1 -timeout 10m -run TestExecute ./conformance/ -args -workerd-inputs=hardlink
 
 test-deps:
