@@ -148,6 +148,15 @@ func (n *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 	d, exec, origin := n.d, n.exec, n.origin
 	add(t.access.read, origin)
 	t.mu.Unlock()
+	if !input {
+		if data, ok, err := t.smallContent(ctx, d, exec, origin); err != nil {
+			return nil, 0, errno(err)
+		} else if ok {
+			t.mu.Lock()
+			defer t.mu.Unlock()
+			return &handle{n: n, data: data}, fuse.FOPEN_KEEP_CACHE, 0
+		}
+	}
 	f, err := t.content(ctx, d, exec, origin)
 	if err != nil {
 		t.mu.Lock()
@@ -291,11 +300,12 @@ func (n *node) passthroughLocked() bool {
 	return n.t.pass && (n.created || n.d.Size >= passthroughMin)
 }
 
-// handle is an open file: the input's file in the local cache, or the
-// node's file in the layer.
+// handle is an open file: the input's file in the local cache, the node's
+// file in the layer, or (f nil) a small input's bytes just fetched.
 type handle struct {
-	n *node
-	f *os.File
+	n    *node
+	f    *os.File
+	data []byte
 	// pass offers f to the kernel as the backing file (passthrough).
 	pass bool
 	// input says f is the cache's file of the input, counted in
@@ -343,11 +353,20 @@ func (t *Tree) newHandleLocked(n *node, f *os.File, input bool) *handle {
 
 // Read implements gofs.FileReader; go-fuse splices from the descriptor.
 func (h *handle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	if h.f == nil {
+		if off >= int64(len(h.data)) {
+			return fuse.ReadResultData(nil), 0
+		}
+		return fuse.ReadResultData(h.data[off:min(off+int64(len(dest)), int64(len(h.data)))]), 0
+	}
 	return fuse.ReadResultFd(h.f.Fd(), off, len(dest)), 0
 }
 
 // Write implements gofs.FileWriter.
 func (h *handle) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
+	if h.f == nil {
+		return 0, syscall.EBADF // a read-only open
+	}
 	n, err := h.f.WriteAt(data, off)
 	if err != nil {
 		return uint32(n), errno(err)
@@ -367,6 +386,9 @@ func (h *handle) Fsync(ctx context.Context, flags uint32) syscall.Errno { return
 
 // Allocate implements gofs.FileAllocater.
 func (h *handle) Allocate(ctx context.Context, off, size uint64, mode uint32) syscall.Errno {
+	if h.f == nil {
+		return syscall.EBADF
+	}
 	return errno(unix.Fallocate(int(h.f.Fd()), mode, int64(off), int64(size)))
 }
 
@@ -381,8 +403,16 @@ func (h *handle) Release(ctx context.Context) syscall.Errno {
 		h.n.releasing++
 		t.mu.Unlock()
 	}
+	if h.f == nil {
+		return 0
+	}
 	return errno(h.f.Close())
 }
 
 // PassthroughFd implements gofs.FilePassthroughFder.
-func (h *handle) PassthroughFd() (int, bool) { return int(h.f.Fd()), h.pass }
+func (h *handle) PassthroughFd() (int, bool) {
+	if h.f == nil {
+		return 0, false
+	}
+	return int(h.f.Fd()), h.pass
+}

@@ -25,6 +25,21 @@ type FileCache interface {
 	Path(ctx context.Context, d digest.Digest, executable bool) (string, error)
 }
 
+// ByteCache is an optional ability of a FileCache (blobcache.Cache has it):
+// finding a file without fetching it, and taking the bytes of a blob that
+// the caller fetched itself. A tree uses it for files too small for
+// passthrough that the cache lacks: it reads their bytes from the CAS,
+// serves them at once and hands them to the cache, instead of waiting for
+// the cache's file to be written (on virtual disks, creating a file can
+// take longer than the fetch). Without it, the tree waits for Path.
+type ByteCache interface {
+	// Has says whether the cache holds d's file or is filling it, so
+	// that Path needs no fetch of the caller's own.
+	Has(d digest.Digest, executable bool) bool
+	// Insert stores data, checked against d, as d's file.
+	Insert(d digest.Digest, executable bool, data []byte) error
+}
+
 // Options configure an FS. Files is required.
 type Options struct {
 	// Directories serves the trees' Directory messages, verified (the
@@ -65,11 +80,122 @@ func (o Options) Validate() error {
 
 // FS presents input trees. One FS serves every action of a worker: it
 // keeps the Directory messages that trees read, so that actions on the same
-// input root list each directory once. Safe for concurrent use.
+// input root list each directory once. Close it when the worker stops.
+// Safe for concurrent use.
 type FS struct {
 	opts       Options
 	dirs       *dirCache
 	readAheads chan struct{} // semaphore of readAheadParallelism
+
+	mu     sync.Mutex
+	bytes  map[digest.Digest]*byteFetch // small inputs being read; guarded by mu
+	closed bool                         // guarded by mu
+
+	// inserts carries hand-overs of fetched small inputs to the cache to
+	// the insertWorkers goroutines, which Close waits for.
+	inserts chan func()
+	workers sync.WaitGroup
+}
+
+// Writing fetched small inputs into the cache happens once the action that
+// fetched them has ended (Tree.Close), on insertWorkers goroutines:
+// creating a file costs up to a millisecond of kernel time on the project's
+// virtual disks (measured: an action reading 200 small inputs ran 40% longer
+// with the writes beside it), and none of it needs to delay an action. insertQueue bounds the queue;
+// past it a hand-over is made by its caller, which slows a flood down.
+const (
+	insertWorkers = 2
+	insertQueue   = 4096
+)
+
+// spawn runs fn on an insert worker, or now when the queue is full or the
+// FS closed.
+func (f *FS) spawn(fn func()) {
+	f.mu.Lock()
+	queued := false
+	if !f.closed {
+		select {
+		case f.inserts <- fn:
+			queued = true
+		default:
+		}
+	}
+	f.mu.Unlock()
+	if !queued {
+		fn()
+	}
+}
+
+// pending says whether d's bytes were read for a tree and wait to be
+// handed to the cache: a prefetch of d has nothing to do.
+func (f *FS) pending(d digest.Digest) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	_, ok := f.bytes[d]
+	return ok
+}
+
+// Close waits for the hand-overs to the cache still queued. Trees must be
+// closed first.
+func (f *FS) Close() {
+	f.mu.Lock()
+	if !f.closed {
+		f.closed = true
+		close(f.inserts)
+	}
+	f.mu.Unlock()
+	f.workers.Wait()
+}
+
+// byteFetch is a read of a small input's bytes (see Tree.smallContent).
+type byteFetch struct {
+	done chan struct{}
+	data []byte // set before done is closed
+	err  error  // set before done is closed
+}
+
+// smallBytes reads the small blob d from g once for all concurrent callers.
+// The caller that read it also gets insert, which hands the bytes to the
+// cache bc and must be run (it is nil for the others); until it has run,
+// the bytes stay here for any caller, so that none reads them again. The read stays known until the cache has the file, so
+// that no caller in between reads it again. A failure that is the first
+// caller's cancellation is retried by the others.
+func (f *FS) smallBytes(ctx context.Context, g cas.BlobGetter, bc ByteCache, d digest.Digest, exec bool) (data []byte, insert func(), err error) {
+	for {
+		f.mu.Lock()
+		if bf, ok := f.bytes[d]; ok {
+			f.mu.Unlock()
+			select {
+			case <-bf.done:
+			case <-ctx.Done():
+				return nil, nil, ctx.Err()
+			}
+			if bf.err != nil && isCancel(bf.err) && ctx.Err() == nil {
+				continue
+			}
+			return bf.data, nil, bf.err
+		}
+		bf := &byteFetch{done: make(chan struct{})}
+		f.bytes[d] = bf
+		f.mu.Unlock()
+		bf.data, bf.err = cas.ReadAll(ctx, g, d)
+		close(bf.done)
+		forget := func() {
+			f.mu.Lock()
+			delete(f.bytes, d)
+			f.mu.Unlock()
+		}
+		if bf.err != nil {
+			forget()
+			return nil, nil, bf.err
+		}
+		return bf.data, func() {
+			defer forget()
+			if err := bc.Insert(d, exec, bf.data); err != nil {
+				f.opts.Logger.Warn("fuseinput: keeping a fetched input in the cache", "blob", d, "err", err)
+			}
+		}, nil
+	}
 }
 
 // New returns an FS.
@@ -83,7 +209,20 @@ func New(opts Options) (*FS, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	return &FS{opts: opts, dirs: newDirCache(opts.DirectoryBytes), readAheads: make(chan struct{}, readAheadParallelism)}, nil
+	f := &FS{
+		opts: opts, dirs: newDirCache(opts.DirectoryBytes), readAheads: make(chan struct{}, readAheadParallelism),
+		bytes: map[digest.Digest]*byteFetch{}, inserts: make(chan func(), insertQueue),
+	}
+	for range insertWorkers {
+		f.workers.Add(1)
+		go func() {
+			defer f.workers.Done()
+			for fn := range f.inserts {
+				fn()
+			}
+		}()
+	}
+	return f, nil
 }
 
 // directory returns the checked Directory message d from g, read once for

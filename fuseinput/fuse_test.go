@@ -41,24 +41,55 @@ type env struct {
 	mounted, sawPassthrough bool
 }
 
-// counting is a BlobGetter that counts the blobs read through it.
+// counting is a BlobGetter that counts the blobs read through it; files
+// counts only those of files (the contents given to env.upload), not
+// Directory messages.
 type counting struct {
 	cas.BlobGetter
-	mu sync.Mutex
-	n  int
+	mu       sync.Mutex
+	n        int                   // guarded by mu
+	contents map[digest.Digest]int // reads of file contents; guarded by mu
+	isFile   map[digest.Digest]bool
 }
 
 func (c *counting) Get(ctx context.Context, d digest.Digest, off int64) (io.ReadCloser, error) {
 	c.mu.Lock()
 	c.n++
+	if c.isFile[d] {
+		c.contents[d]++
+	}
 	c.mu.Unlock()
 	return c.BlobGetter.Get(ctx, d, off)
 }
 
-func (c *counting) files() int {
+// reads counts every blob read.
+func (c *counting) reads() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.n
+}
+
+// files counts the reads of file contents.
+func (c *counting) files() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := 0
+	for _, k := range c.contents {
+		n += k
+	}
+	return n
+}
+
+// markFiles tells the counter which digests are file contents.
+func (c *counting) markFiles(ds ...digest.Digest) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.isFile == nil {
+		c.isFile, c.contents = map[digest.Digest]bool{}, map[digest.Digest]int{}
+	}
+	for _, d := range ds {
+		c.isFile[d] = true
+	}
 }
 
 // quiet discards logs; the tests check what matters themselves.
@@ -82,15 +113,17 @@ func newEnv(t testing.TB, passthrough bool) *env {
 	t.Helper()
 	e := &env{store: memstore.New()}
 	e.fetched = &counting{BlobGetter: e.store}
+	e.fetched.markFiles()
 	var err error
 	e.cache, err = blobcache.Open(blobcache.Options{Dir: t.TempDir(), MaxBytes: 1 << 30, Remote: e.fetched, Logger: quiet})
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.fs, err = New(Options{Directories: e.store, Files: e.cache, Passthrough: passthrough, Logger: quiet})
+	e.fs, err = New(Options{Directories: e.fetched, Files: e.cache, Passthrough: passthrough, Logger: quiet})
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(e.fs.Close)
 	return e
 }
 
@@ -122,6 +155,7 @@ func (e *env) upload(t testing.TB, files map[string]string) digest.Digest {
 			if err := writeFile(p, []byte(content), mode); err != nil {
 				t.Fatal(err)
 			}
+			e.fetched.markFiles(digest.OfBytes([]byte(content)))
 		}
 	}
 	st, err := tree.Upload(context.Background(), e.store, dir)
@@ -613,6 +647,7 @@ func TestDirectoriesAreReadAhead(t *testing.T) {
 	}
 	root := e.upload(t, files)
 	dirs := &batching{counting: counting{BlobGetter: e.store}}
+	dirs.markFiles()
 	tr, err := e.fs.NewTree(context.Background(), TreeOptions{Root: root, Upper: t.TempDir(), Directories: dirs})
 	if err != nil {
 		t.Fatal(err)
@@ -623,7 +658,7 @@ func TestDirectoriesAreReadAhead(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if n := dirs.files(); n != 1 {
+	if n := dirs.reads(); n != 1 {
 		t.Errorf("%d Directory messages were read one by one, want 1 (the root)", n)
 	}
 	if len(dirs.batches) != 1 || len(dirs.batches[0]) != 10 {
@@ -668,5 +703,34 @@ func TestViewAfterClose(t *testing.T) {
 	f.Close()
 	if string(b) != "c\n" {
 		t.Errorf("read %q", b)
+	}
+}
+
+// TestSmallInputsServedBeforeTheCacheHasThem: a small input the cache
+// lacks is served from the bytes fetched, and written into the cache only
+// once the action's tree is closed, without being fetched again.
+func TestSmallInputsServedBeforeTheCacheHasThem(t *testing.T) {
+	e := newEnv(t, true)
+	content := "a small header\n"
+	d := digest.OfBytes([]byte(content))
+	// Registered before the mount, so it runs after the unmount and
+	// Close of the tree (cleanups run last first).
+	t.Cleanup(func() {
+		e.fs.Close() // waits for the hand-overs
+		if !e.cache.Has(d, false) {
+			t.Error("the fetched input never reached the cache")
+		}
+		if n := e.fetched.files(); n != 1 {
+			t.Errorf("the input was fetched %d times, want once", n)
+		}
+	})
+	_, mnt := e.mount(t, e.upload(t, map[string]string{"h.h": content}))
+	for range 3 {
+		if b, err := readFile(filepath.Join(mnt, "h.h")); err != nil || string(b) != content {
+			t.Fatalf("read: %q, %v", b, err)
+		}
+	}
+	if e.cache.Has(d, false) {
+		t.Error("the cache has the input while the action still runs: its file was written on the action's time")
 	}
 }

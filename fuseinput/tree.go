@@ -30,7 +30,8 @@ type TreeOptions struct {
 	// it after Close.
 	Upper string
 	// Directories serves this tree's Directory messages instead of
-	// Options.Directories (the CAS of the action's instance).
+	// Options.Directories (the CAS of the action's instance), and the
+	// bytes of small files the cache lacks (see ByteCache).
 	Directories cas.BlobGetter
 	// Prefetch are paths (relative to the root) to fetch into the local
 	// cache at once, in parallel, because an earlier run of the same
@@ -71,6 +72,7 @@ type Tree struct {
 	nextFile int              // names of files in Upper; guarded by mu
 	access   accessLog        // guarded by mu
 	err      error            // the first fetch failure; guarded by mu
+	inserts  []func()         // hand-overs to the cache for Close; guarded by mu
 	pass     bool             // passthrough works on this mount; guarded by mu
 }
 
@@ -112,12 +114,20 @@ func (f *FS) NewTree(ctx context.Context, opts TreeOptions) (*Tree, error) {
 	return t, nil
 }
 
-// Close stops prefetching and waits for the FUSE server to end, which it
-// does once the sandbox that mounted the tree is gone. Call it after the
+// Close stops prefetching, hands the small inputs the action fetched to the
+// cache (in the background, see FS.Close), and waits for the FUSE server
+// to end, which it does once the sandbox that mounted the tree is gone. Call it after the
 // sandbox ended; the View stays usable until the caller removes Upper.
 func (t *Tree) Close() error {
 	t.cancel()
 	t.bg.Wait()
+	t.mu.Lock()
+	inserts := t.inserts
+	t.inserts = nil
+	t.mu.Unlock()
+	for _, insert := range inserts {
+		t.fs.spawn(insert)
+	}
 	if t.served == nil {
 		return nil
 	}
@@ -280,6 +290,33 @@ func (t *Tree) content(ctx context.Context, d digest.Digest, exec bool, where st
 	}
 }
 
+// smallContent returns the bytes of the input d when it is small and the
+// cache, a ByteCache, lacks it: read from the CAS and handed to the cache
+// in the background (see ByteCache). ok is false when the caller should
+// use content instead.
+func (t *Tree) smallContent(ctx context.Context, d digest.Digest, exec bool, where string) (data []byte, ok bool, err error) {
+	bc, isBC := t.fs.opts.Files.(ByteCache)
+	if !isBC || d.Size >= passthroughMin || d.IsEmpty() {
+		return nil, false, nil
+	}
+	if bc.Has(d, exec) {
+		return nil, false, nil
+	}
+	start := time.Now()
+	data, insert, err := t.fs.smallBytes(ctx, t.opts.Directories, bc, d, exec)
+	t.blocked(time.Since(start))
+	if err != nil {
+		t.fail(where, err)
+		return nil, false, err
+	}
+	if insert != nil {
+		t.mu.Lock()
+		t.inserts = append(t.inserts, insert)
+		t.mu.Unlock()
+	}
+	return data, true, nil
+}
+
 // blocked adds to the time requests waited for the CAS.
 func (t *Tree) blocked(d time.Duration) {
 	if d <= 0 {
@@ -414,6 +451,9 @@ func (t *Tree) prefetch(paths []string) {
 				t.mu.Unlock()
 				if !input {
 					continue
+				}
+				if t.fs.pending(d) {
+					continue // fetched, on its way into the cache
 				}
 				if _, err := t.fs.opts.Files.Path(t.bgCtx, d, exec); err == nil {
 					mu.Lock()

@@ -95,6 +95,13 @@ func chooseInputs(mode InputMode) (InputMode, string, error) {
 	return InputsFUSE, "a sandbox can mount FUSE here: input trees are fetched lazily, file by file", nil
 }
 
+// close ends the runner's background work; no task runs any more.
+func (r *runner) close() {
+	if r.fuse != nil {
+		r.fuse.Close()
+	}
+}
+
 // remote returns the CAS client of an instance.
 func (r *runner) remote(instance string) (*remote.Client, error) {
 	r.mu.Lock()

@@ -48,6 +48,7 @@ func New(opts Options) (*Worker, error) {
 // Tasks running when a session breaks are cancelled: the scheduler queues
 // them again.
 func (w *Worker) Run(ctx context.Context) error {
+	defer w.runner.close()
 	backoff := 100 * time.Millisecond
 	for {
 		start := time.Now()
