@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"strings"
 	"testing"
 	"time"
 )
@@ -20,8 +22,8 @@ const slowTargets = 4
 func TestBazelWorkerKilledMidBuild(t *testing.T) {
 	m := startMound(t)
 	workers := []*worker{
-		startWorker(t, m, workerOptions{Name: "loss-a", Jobs: 1}),
-		startWorker(t, m, workerOptions{Name: "loss-b", Jobs: 1}),
+		startWorker(t, m, workerOptions{Name: "loss-a", Jobs: 1, Inputs: "fuse"}),
+		startWorker(t, m, workerOptions{Name: "loss-b", Jobs: 1, Inputs: "fuse"}),
 	}
 	w := newBazelWorkspace(t, "shworkspace")
 	marker := uniqueMarker("kill")
@@ -110,6 +112,17 @@ func TestBazelWorkerKilledMidBuild(t *testing.T) {
 	}
 	if left := processesWith(t, sleepName); len(left) > 0 {
 		t.Errorf("processes of the build's actions still run on the host after it ended: %v", left)
+	}
+	// The killed worker's FUSE exec roots lived in its sandboxes' mount
+	// namespaces, gone with them: none is on the host.
+	if mounts, err := os.ReadFile("/proc/self/mountinfo"); err != nil {
+		t.Error(err)
+	} else {
+		for _, line := range strings.Split(string(mounts), "\n") {
+			if f := strings.Fields(line); len(f) > 4 && f[4] == "/execroot" && strings.Contains(line, " - fuse.mound ") {
+				t.Errorf("a FUSE exec root is mounted on the host after its worker was killed: %s", line)
+			}
+		}
 	}
 	if _, err := m.Worker(victim.Name); !errors.Is(err, errNoSuchWorker) {
 		t.Errorf("mound still lists the killed worker %s (err %v)", victim.Name, err)
