@@ -15,11 +15,17 @@ import (
 // it touches (a Directory message read once per tree) before taking the
 // tree's lock, changes the tree under the lock, records what the action did,
 // and calls into go-fuse only after releasing it.
+//
+// Fetches from the CAS run under the tree's context (bgCtx), not the
+// request's: the kernel interrupts a request for any signal its caller
+// catches (SIGCHLD under make, say), and a fetch cut short would fail a
+// system call that the caller never sees restarted. The tree's context
+// ends when the action has.
 
 // Lookup implements gofs.NodeLookuper.
 func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
 	t := n.t
-	if err := t.load(ctx, n); err != nil {
+	if err := t.load(t.bgCtx, n); err != nil {
 		return nil, errno(err)
 	}
 	t.mu.Lock()
@@ -40,7 +46,7 @@ func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*go
 // Readdir implements gofs.NodeReaddirer.
 func (n *node) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 	t := n.t
-	if err := t.load(ctx, n); err != nil {
+	if err := t.load(t.bgCtx, n); err != nil {
 		return nil, errno(err)
 	}
 	t.mu.Lock()
@@ -86,7 +92,7 @@ func (n *node) prepareNew(ctx context.Context, name string) syscall.Errno {
 // Mkdir implements gofs.NodeMkdirer.
 func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
 	t := n.t
-	if err := t.load(ctx, n); err != nil {
+	if err := t.load(t.bgCtx, n); err != nil {
 		return nil, errno(err)
 	}
 	t.mu.Lock()
@@ -104,7 +110,7 @@ func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.En
 // Create implements gofs.NodeCreater: a new file, in the tree's layer.
 func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {
 	t := n.t
-	if err := t.load(ctx, n); err != nil {
+	if err := t.load(t.bgCtx, n); err != nil {
 		return nil, nil, 0, errno(err)
 	}
 	t.mu.Lock()
@@ -145,7 +151,7 @@ func (n *node) Mknod(ctx context.Context, name string, mode uint32, dev uint32, 
 // Symlink implements gofs.NodeSymlinker.
 func (n *node) Symlink(ctx context.Context, target, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
 	t := n.t
-	if err := t.load(ctx, n); err != nil {
+	if err := t.load(t.bgCtx, n); err != nil {
 		return nil, errno(err)
 	}
 	t.mu.Lock()
@@ -180,7 +186,7 @@ func (n *node) Rmdir(ctx context.Context, name string) syscall.Errno {
 
 func (n *node) remove(ctx context.Context, name string, dir bool) syscall.Errno {
 	t := n.t
-	if err := t.load(ctx, n); err != nil {
+	if err := t.load(t.bgCtx, n); err != nil {
 		return errno(err)
 	}
 	t.mu.Lock()
@@ -190,7 +196,7 @@ func (n *node) remove(ctx context.Context, name string, dir bool) syscall.Errno 
 		return syscall.ENOENT
 	}
 	if dir {
-		if err := t.load(ctx, c); err != nil {
+		if err := t.load(t.bgCtx, c); err != nil {
 			return errno(err)
 		}
 	}
@@ -214,12 +220,23 @@ func (n *node) remove(ctx context.Context, name string, dir bool) syscall.Errno 
 	return 0
 }
 
-// detachLocked takes c out of the tree. Its layer file stays until the
-// layer is removed: the action may still have it open, and fstat of an
-// open file asks the file system.
+// detachLocked takes c out of the tree. Its layer file goes once no handle
+// of it is open: fstat of an open removed file still asks the file system.
 func (t *Tree) detachLocked(c *node) {
 	delete(c.parent.children, c.name)
 	c.parent = nil
+	t.dropLayerFileLocked(c)
+}
+
+// dropLayerFileLocked removes the layer file of n once n is out of the
+// tree and no handle of it is open: a removed temporary file gives its
+// space back while the action runs.
+func (t *Tree) dropLayerFileLocked(n *node) {
+	if n.parent != nil || n == t.root || n.open > 0 || n.upper == "" {
+		return
+	}
+	os.Remove(n.upper)
+	n.upper = ""
 }
 
 // Rename implements gofs.NodeRenamer, with RENAME_NOREPLACE and
@@ -234,7 +251,7 @@ func (n *node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 		return syscall.EINVAL
 	}
 	for _, d := range []*node{n, np} {
-		if err := t.load(ctx, d); err != nil {
+		if err := t.load(t.bgCtx, d); err != nil {
 			return errno(err)
 		}
 	}
@@ -243,7 +260,7 @@ func (n *node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 	dst := np.children[newName]
 	t.mu.Unlock()
 	if dst != nil && dst.kind == kindDir {
-		if err := t.load(ctx, dst); err != nil {
+		if err := t.load(t.bgCtx, dst); err != nil {
 			return errno(err)
 		}
 	}
@@ -289,6 +306,7 @@ func (n *node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 		case dst.kind == kindDir && len(dst.children) > 0:
 			return syscall.ENOTEMPTY
 		}
+		add(t.access.deleted, to)
 		t.detachLocked(dst)
 	}
 	delete(n.children, name)

@@ -62,7 +62,14 @@ func (n *node) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttr
 		add(t.access.chmodded, n.relPath())
 	}
 	if mtime, ok := in.GetMTime(); ok {
-		n.mtime = mtime
+		if n.upper != "" {
+			// The layer file's own time, which writes move on.
+			if err := os.Chtimes(n.upper, time.Time{}, mtime); err != nil {
+				return errno(err)
+			}
+		} else {
+			n.mtime = mtime
+		}
 	}
 	return n.fill(&out.Attr)
 }
@@ -149,15 +156,17 @@ func (n *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 	add(t.access.read, origin)
 	t.mu.Unlock()
 	if !input {
-		if data, ok, err := t.smallContent(ctx, d, exec, origin); err != nil {
+		if data, ok, err := t.smallContent(t.bgCtx, d, exec, origin); err != nil {
 			return nil, 0, errno(err)
 		} else if ok {
 			t.mu.Lock()
 			defer t.mu.Unlock()
-			return &handle{n: n, data: data}, fuse.FOPEN_KEEP_CACHE, 0
+			h := t.newHandleLocked(n, nil, false)
+			h.data = data
+			return h, fuse.FOPEN_KEEP_CACHE, 0
 		}
 	}
-	f, err := t.content(ctx, d, exec, origin)
+	f, err := t.content(t.bgCtx, d, exec, origin)
 	if err != nil {
 		t.mu.Lock()
 		if input {
@@ -177,7 +186,6 @@ func (n *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 func (n *node) openWrite(ctx context.Context, acc uint32, trunc bool) (gofs.FileHandle, uint32, syscall.Errno) {
 	t := n.t
 	t.mu.Lock()
-	wasInput, origin := n.upper == "", n.origin
 	t.mu.Unlock()
 	if e := n.copyUp(ctx, !trunc); e != 0 {
 		return nil, 0, e
@@ -192,9 +200,6 @@ func (n *node) openWrite(ctx context.Context, acc uint32, trunc bool) (gofs.File
 	}
 	if err != nil {
 		return nil, 0, errno(err)
-	}
-	if wasInput && !trunc && acc == syscall.O_RDWR {
-		add(t.access.read, origin) // the old content is readable
 	}
 	add(t.access.written, n.relPath())
 	return t.newHandleLocked(n, f, false), 0, 0
@@ -225,7 +230,11 @@ func (n *node) copyUp(ctx context.Context, keep bool) syscall.Errno {
 			t.mu.Unlock()
 			return 0
 		}
-		if !n.copying && n.passInput == 0 && n.releasing == 0 {
+		if n.copying {
+			t.cond.Wait() // another copy-up of n; no deadline
+			continue
+		}
+		if n.passInput == 0 && n.releasing == 0 {
 			break
 		}
 		if deadline.IsZero() {
@@ -244,10 +253,21 @@ func (n *node) copyUp(ctx context.Context, keep bool) syscall.Errno {
 	}
 	n.copying = true
 	d, exec, origin := n.d, n.exec, n.origin
+	mtime := n.mtime
+	if mtime.IsZero() {
+		mtime = t.epoch
+	}
+	if keep {
+		add(t.access.read, origin) // the action goes on from its content
+	}
 	dst := t.upperFileLocked()
 	t.mu.Unlock()
 
-	err := copyInput(ctx, t, dst, keep && d.Size > 0, d, exec, origin)
+	err := copyInput(t.bgCtx, t, dst, keep && d.Size > 0, d, exec, origin)
+	if err == nil {
+		// Until written, the copy is as old as the input was.
+		err = os.Chtimes(dst, time.Time{}, mtime)
+	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	n.copying = false
@@ -348,6 +368,7 @@ var (
 // newHandleLocked returns a handle of n on f; input says f is the input's
 // cache file, counted in n.passInput already. Caller holds t.mu.
 func (t *Tree) newHandleLocked(n *node, f *os.File, input bool) *handle {
+	n.open++
 	return &handle{n: n, f: f, pass: n.passthroughLocked(), input: input}
 }
 
@@ -394,15 +415,17 @@ func (h *handle) Allocate(ctx context.Context, off, size uint64, mode uint32) sy
 
 // Release implements gofs.FileReleaser.
 func (h *handle) Release(ctx context.Context) syscall.Errno {
+	t, n := h.n.t, h.n
+	t.mu.Lock()
 	if h.input {
 		// Counted until go-fuse has dropped the backing file too
 		// (releaseOrder).
-		t := h.n.t
-		t.mu.Lock()
-		h.n.passInput--
-		h.n.releasing++
-		t.mu.Unlock()
+		n.passInput--
+		n.releasing++
 	}
+	n.open--
+	t.dropLayerFileLocked(n)
+	t.mu.Unlock()
 	if h.f == nil {
 		return 0
 	}

@@ -87,9 +87,10 @@ type FS struct {
 	dirs       *dirCache
 	readAheads chan struct{} // semaphore of readAheadParallelism
 
-	mu     sync.Mutex
-	bytes  map[digest.Digest]*byteFetch // small inputs being read; guarded by mu
-	closed bool                         // guarded by mu
+	mu           sync.Mutex
+	bytes        map[digest.Digest]*byteFetch // small inputs read, not in the cache yet; guarded by mu
+	pendingBytes int64                        // their size; guarded by mu
+	closed       bool                         // guarded by mu
 
 	// inserts carries hand-overs of fetched small inputs to the cache to
 	// the insertWorkers goroutines, which Close waits for.
@@ -154,6 +155,15 @@ type byteFetch struct {
 	err  error  // set before done is closed
 }
 
+// maxPendingBytes bounds the bytes of small inputs held in memory until
+// they reach the cache: an action reading thousands of headers the cache
+// lacks, beside others, could otherwise pin gigabytes. Past it, trees wait
+// for the cache's files (Path) instead.
+const maxPendingBytes = 256 << 20
+
+// errTooMuchPending says smallBytes holds maxPendingBytes already.
+var errTooMuchPending = errors.New("too many fetched inputs wait for the cache")
+
 // smallBytes reads the small blob d from g once for all concurrent callers.
 // The caller that read it also gets insert, which hands the bytes to the
 // cache bc and must be run (it is nil for the others); until it has run,
@@ -170,25 +180,38 @@ func (f *FS) smallBytes(ctx context.Context, g cas.BlobGetter, bc ByteCache, d d
 			case <-ctx.Done():
 				return nil, nil, ctx.Err()
 			}
-			if bf.err != nil && isCancel(bf.err) && ctx.Err() == nil {
-				continue
+			if bf.err != nil && ctx.Err() == nil {
+				continue // only successes are shared; the entry is gone
 			}
 			return bf.data, nil, bf.err
 		}
+		if f.pendingBytes+d.Size > maxPendingBytes {
+			f.mu.Unlock()
+			return nil, nil, errTooMuchPending
+		}
 		bf := &byteFetch{done: make(chan struct{})}
 		f.bytes[d] = bf
+		f.pendingBytes += d.Size
 		f.mu.Unlock()
-		bf.data, bf.err = cas.ReadAll(ctx, g, d)
-		close(bf.done)
+		data, err := cas.ReadAll(ctx, g, d)
 		forget := func() {
 			f.mu.Lock()
-			delete(f.bytes, d)
+			if f.bytes[d] == bf {
+				delete(f.bytes, d)
+				f.pendingBytes -= d.Size
+			}
 			f.mu.Unlock()
 		}
-		if bf.err != nil {
+		if err != nil {
+			// Forgotten before waiters wake, so that they read it
+			// themselves rather than find this failure again.
 			forget()
-			return nil, nil, bf.err
+			bf.err = err
+			close(bf.done)
+			return nil, nil, err
 		}
+		bf.data = data
+		close(bf.done)
 		return bf.data, func() {
 			defer forget()
 			if err := bc.Insert(d, exec, bf.data); err != nil {
@@ -271,10 +294,13 @@ func (f *FS) readAhead(ctx context.Context, g cas.BlobGetter, ds []digest.Digest
 	if !ok {
 		return
 	}
+	// A read-ahead only hides latency: when readAheadParallelism are
+	// running, this one is skipped rather than queued behind them (a walk
+	// of a large tree would queue thousands).
 	select {
 	case f.readAheads <- struct{}{}:
 		defer func() { <-f.readAheads }()
-	case <-ctx.Done():
+	default:
 		return
 	}
 	todo, fetches := f.dirs.claim(ds[:min(len(ds), readAheadDirs)])
@@ -321,6 +347,7 @@ func newDirCache(max int64) *dirCache {
 
 func (c *dirCache) get(ctx context.Context, d digest.Digest, read func(context.Context) (*repb.Directory, error)) (*repb.Directory, time.Duration, error) {
 	start := time.Now()
+	retried := false
 	for {
 		c.mu.Lock()
 		if e, ok := c.entries[d]; ok {
@@ -328,15 +355,18 @@ func (c *dirCache) get(ctx context.Context, d digest.Digest, read func(context.C
 			c.mu.Unlock()
 			return e.Value.(*dirEntry).dir, 0, nil
 		}
-		if f, ok := c.inflight[d]; ok {
+		if f, ok := c.inflight[d]; ok && !retried {
 			c.mu.Unlock()
 			select {
 			case <-f.done:
 			case <-ctx.Done():
 				return nil, time.Since(start), ctx.Err()
 			}
-			if f.err != nil && ctx.Err() == nil && isCancel(f.err) {
-				continue // the reader gave up; this caller still wants it
+			if f.err != nil && ctx.Err() == nil {
+				// Only successes are shared: the reader's failure may be
+				// its own (its cancellation, its instance's CAS).
+				retried = true
+				continue
 			}
 			return f.dir, time.Since(start), f.err
 		}
@@ -375,7 +405,9 @@ func (c *dirCache) claim(ds []digest.Digest) ([]digest.Digest, []*dirFetch) {
 // settle ends the read f of d, keeping dir when it succeeded.
 func (c *dirCache) settle(d digest.Digest, f *dirFetch, dir *repb.Directory, err error) {
 	c.mu.Lock()
-	delete(c.inflight, d)
+	if c.inflight[d] == f {
+		delete(c.inflight, d)
+	}
 	f.dir, f.err = dir, err
 	if err == nil {
 		c.addLocked(d, dir)
@@ -385,6 +417,9 @@ func (c *dirCache) settle(d digest.Digest, f *dirFetch, dir *repb.Directory, err
 }
 
 func (c *dirCache) addLocked(d digest.Digest, dir *repb.Directory) {
+	if _, ok := c.entries[d]; ok {
+		return // read twice: a retry after another reader's failure
+	}
 	c.entries[d] = c.lru.PushFront(&dirEntry{d: d, dir: dir})
 	c.bytes += d.Size
 	for c.bytes > c.max && c.lru.Len() > 1 {

@@ -499,7 +499,7 @@ func testWritesGoToTheLayer(t *testing.T, e *env) {
 	}
 	check("Written", a.Written, []string{"in.txt", "out.txt", "sub/old"})
 	check("Created", a.Created, []string{"newdir", "newdir/l", "out.txt"})
-	check("Deleted", a.Deleted, []string{"gone.txt"})
+	check("Deleted", a.Deleted, []string{"gone.txt", "victim"}) // victim: renamed over
 	check("Chmodded", a.Chmodded, []string{"keep.txt"})
 	if want := []Rename{{"out.txt", "victim"}, {"sub", "moved"}}; !slices.Equal(a.Renamed, want) {
 		t.Errorf("Access().Renamed = %v, want %v", a.Renamed, want)
@@ -733,4 +733,59 @@ func TestSmallInputsServedBeforeTheCacheHasThem(t *testing.T) {
 	if e.cache.Has(d, false) {
 		t.Error("the cache has the input while the action still runs: its file was written on the action's time")
 	}
+}
+
+// TestOverwriteAndRemove: overwriting an input with O_TRUNC needs none of
+// its content (not even when the CAS lost it); a removed file's layer file
+// goes; and a written file's mtime moves with its writes.
+func TestOverwriteAndRemove(t *testing.T) {
+	modes(t, func(t *testing.T, e *env) {
+		lost := "content the CAS lost\n"
+		root := e.upload(t, map[string]string{"lost.txt": lost})
+		e.store.Delete(digest.OfBytes([]byte(lost)))
+		tr, mnt := e.mount(t, root)
+		p := func(name string) string { return filepath.Join(mnt, name) }
+		if err := writeFile(p("lost.txt"), []byte("new\n"), 0); err != nil {
+			t.Fatalf("overwrite an input whose blob is gone: %v", err)
+		}
+		if b, err := readFile(p("lost.txt")); err != nil || string(b) != "new\n" {
+			t.Fatalf("read back: %q, %v", b, err)
+		}
+		if err := tr.Err(); err != nil || e.fetched.files() != 0 {
+			t.Errorf("the overwrite fetched the old content (%d fetches, Err %v)", e.fetched.files(), err)
+		}
+
+		if err := writeFile(p("tmp"), bytes.Repeat([]byte("t"), 1<<20), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Remove(p("tmp")); err != nil {
+			t.Fatal(err)
+		}
+		var layer int64
+		filepath.WalkDir(tr.opts.Upper, func(_ string, d fs.DirEntry, err error) error {
+			if err == nil && d.Type().IsRegular() {
+				if fi, err := d.Info(); err == nil {
+					layer += fi.Size()
+				}
+			}
+			return nil
+		})
+		if layer != 4 { // lost.txt's "new\n" only
+			t.Errorf("the layer holds %d bytes after a 1 MiB file was removed, want 4", layer)
+		}
+
+		old := time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
+		if err := os.Chtimes(p("lost.txt"), old, old); err != nil {
+			t.Fatal(err)
+		}
+		f, err := openFile(p("lost.txt"), os.O_WRONLY|os.O_APPEND)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.WriteString("more\n")
+		f.Close()
+		if fi, err := os.Stat(p("lost.txt")); err != nil || !fi.ModTime().After(old) || fi.Size() != 9 {
+			t.Errorf("after utimes and an append: %v, %v; want a newer mtime and 9 bytes", fi, err)
+		}
+	})
 }

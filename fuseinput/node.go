@@ -68,6 +68,9 @@ type node struct {
 	// yet; copying says a copy-up is under way. See copyUp.
 	passInput, releasing int
 	copying              bool
+	// open counts the node's open handles: a removed file's layer file
+	// goes with its last one.
+	open int
 
 	target string // a symlink's
 
@@ -168,9 +171,10 @@ func (n *node) fill(out *fuse.Attr) syscall.Errno {
 			return errno(err)
 		}
 		out.Size = uint64(fi.Size())
-		if n.mtime.IsZero() {
-			mtime = fi.ModTime()
-		}
+		mtime = fi.ModTime() // the layer file's: writes move it
+	}
+	if n.parent == nil && n != n.t.root {
+		out.Nlink = 0 // removed, still open
 	}
 	out.Blocks = (out.Size + 511) / 512
 	out.SetTimes(nil, &mtime, &mtime)

@@ -31,6 +31,9 @@ func (t *Tree) Serve(dev *os.File) error {
 		AttrTimeout:     &timeout,
 		NegativeTimeout: &timeout,
 		RootStableAttr:  &gofs.StableAttr{Ino: 1},
+		// A mode of 000 is the action's to set (chmod 000), not one for
+		// go-fuse to replace with 0755 or 0644.
+		NullPermissions: true,
 		// Node ids are the inode numbers, which a tree never reuses:
 		// releaseOrder finds nodes by them.
 		ExternalNodeID: true,

@@ -73,6 +73,7 @@ type Tree struct {
 	access   accessLog        // guarded by mu
 	err      error            // the first fetch failure; guarded by mu
 	inserts  []func()         // hand-overs to the cache for Close; guarded by mu
+	closed   bool             // Close has begun; guarded by mu
 	pass     bool             // passthrough works on this mount; guarded by mu
 }
 
@@ -123,7 +124,7 @@ func (t *Tree) Close() error {
 	t.bg.Wait()
 	t.mu.Lock()
 	inserts := t.inserts
-	t.inserts = nil
+	t.inserts, t.closed = nil, true
 	t.mu.Unlock()
 	for _, insert := range inserts {
 		t.fs.spawn(insert)
@@ -305,14 +306,23 @@ func (t *Tree) smallContent(ctx context.Context, d digest.Digest, exec bool, whe
 	start := time.Now()
 	data, insert, err := t.fs.smallBytes(ctx, t.opts.Directories, bc, d, exec)
 	t.blocked(time.Since(start))
+	if errors.Is(err, errTooMuchPending) {
+		return nil, false, nil
+	}
 	if err != nil {
 		t.fail(where, err)
 		return nil, false, err
 	}
 	if insert != nil {
 		t.mu.Lock()
-		t.inserts = append(t.inserts, insert)
+		closed := t.closed
+		if !closed {
+			t.inserts = append(t.inserts, insert)
+		}
 		t.mu.Unlock()
+		if closed {
+			t.fs.spawn(insert) // Close has handed over the others already
+		}
 	}
 	return data, true, nil
 }
@@ -511,6 +521,9 @@ func mountOptions() fuse.MountOptions {
 		MaxWrite:      1 << 20,
 		MaxReadAhead:  1 << 20,
 		MaxStackDepth: 1,
+		// O_TRUNC arrives with OPEN rather than as a later SETATTR, so
+		// that overwriting an input never fetches or copies its content.
+		ExtraCapabilities: fuse.CAP_ATOMIC_O_TRUNC,
 	}
 }
 

@@ -221,13 +221,16 @@ func TestFUSEPermissionsOfTheActionsUser(t *testing.T) {
 	root := c.tree(t, map[string]string{"in.txt": "original\n"}, nil)
 	script := `if echo x 2>/dev/null > in.txt; then echo wrote-read-only; fi
 chmod u+w in.txt && echo changed > in.txt && cat in.txt
+mkdir locked && echo secret > locked/f && chmod 000 locked
+if cat locked/f 2>/dev/null; then echo read-through-000-dir; fi
+chmod 755 locked
 id -u`
 	resp := c.executeIn(t, root, &repb.Command{Arguments: []string{"sh", "-c", script}, EnvironmentVariables: shPath}, 0)
 	if resp.GetResult().GetExitCode() != 0 {
 		t.Fatalf("response %v; stderr %q", resp, c.read(t, resp.GetResult().GetStderrDigest()))
 	}
 	if got, want := c.read(t, resp.Result.StdoutDigest), "changed\n1000\n"; got != want {
-		t.Errorf("stdout %q, want %q (no write to a 0444 input, then a write after chmod, as uid 1000)", got, want)
+		t.Errorf("stdout %q, want %q (no write to a 0444 input, then a write after chmod, as uid 1000); stderr %q", got, want, c.read(t, resp.Result.StderrDigest))
 	}
 	if got := c.read(t, c.put(t, []byte("original\n")).Proto()); got != "original\n" {
 		t.Errorf("the input's blob changed: %q", got)

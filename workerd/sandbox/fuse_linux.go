@@ -76,15 +76,17 @@ func openFUSEDevice() (int, error) {
 // mountFUSE mounts the FUSE device fd at dst. allow_other lets every
 // process of the sandbox in: the command, but also the init (whose ids are
 // not user_id's), while the kernel keeps processes outside the sandbox's
-// user namespace out all the same. Without default_permissions the kernel
-// leaves access checks to the server. The kernel takes fd, rootmode,
+// user namespace out all the same. default_permissions makes the kernel
+// check the modes and owners the server reports, as on any file system
+// (directories' search and read bits included), instead of leaving every
+// check to the server. The kernel takes fd, rootmode,
 // user_id, group_id, default_permissions, allow_other, max_read (and
 // blksize, for fuseblk) and refuses anything else with EINVAL; in a user
 // namespace, user_id and group_id must be mapped in it (user_id=0 is
 // EINVAL here) and the device must have been opened in it. max_read is
 // left out: the server's max_pages in its INIT answer bounds reads.
 func mountFUSE(fd int, dst string) error {
-	opts := fmt.Sprintf("fd=%d,rootmode=%o,user_id=%d,group_id=%d,allow_other", fd, unix.S_IFDIR, InsideUID, InsideGID)
+	opts := fmt.Sprintf("fd=%d,rootmode=%o,user_id=%d,group_id=%d,allow_other,default_permissions", fd, unix.S_IFDIR, InsideUID, InsideGID)
 	if err := unix.Mount("mound", dst, fuseType, unix.MS_NOSUID|unix.MS_NODEV, opts); err != nil {
 		return setupErr("mount FUSE at %s (%s): %w", dst, opts, err)
 	}

@@ -67,8 +67,8 @@ type Spec struct {
 	// FUSE, when set, makes the exec root a FUSE file system that this
 	// process serves, instead of a bind mount of ExecRoot. The sandbox's
 	// init opens /dev/fuse inside the sandbox's namespaces and mounts it
-	// at MountPath, with allow_other and without default_permissions: the
-	// kernel checks no permission bits, the server decides. Only the
+	// at MountPath, with allow_other and default_permissions: the kernel
+	// checks the modes and owners the server reports. Only the
 	// sandbox's processes can reach the mount; it exists in the sandbox's
 	// mount namespace alone, never on the host, and ends with the sandbox
 	// however that ends, even if this process is killed.
