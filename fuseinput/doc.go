@@ -22,7 +22,9 @@
 //   - Writes go to files in the tree's layer (TreeOptions.Upper): creating a
 //     file makes one; opening an input for writing or truncating it copies
 //     it there first. Renames, removals, mkdir, symlink and chmod change the
-//     in-memory entries only. Inputs themselves are never written.
+//     in-memory entries only. Inputs themselves are never written. A
+//     descriptor opened for reading before a copy-up goes on reading the
+//     input's content, as on overlayfs before Linux 4.19.
 //   - After the action the worker reads outputs from the Tree as an
 //     outputs.View: from memory, the cache and the layer, not the mount.
 //     Unchanged inputs declared as outputs keep their known digests.
@@ -34,7 +36,8 @@
 //     missing blob named.
 //
 // Attributes: every entry is owned by Options.UID/GID (the sandbox's own
-// ids); files have mode 0444 or 0555 as the tree says, directories 0755;
+// ids), and the kernel checks modes itself (default_permissions); files
+// have mode 0444 or 0555 as the tree says, directories 0755;
 // inputs show the time the tree was made as their mtime. Inode numbers of
 // inputs derive from their path and digest, so they are the same in every
 // action that has the same file at the same path. The kernel may keep
