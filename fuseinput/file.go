@@ -39,11 +39,8 @@ func (n *node) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttr
 			return syscall.EINVAL
 		}
 		t.mu.Lock()
-		p, mayWrite := n.relPath(), isRoot(ctx) || n.perm&0o200 != 0 || fh != nil
+		p := n.relPath()
 		t.mu.Unlock()
-		if !mayWrite {
-			return syscall.EACCES
-		}
 		if e := n.copyUp(ctx, size > 0); e != 0 {
 			return e
 		}
@@ -85,22 +82,6 @@ func (n *node) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
 	return []byte(n.target), 0
 }
 
-// Access implements gofs.NodeAccesser with the owner's permission bits:
-// the kernel checks none itself on this mount, and every entry is the
-// caller's own.
-func (n *node) Access(ctx context.Context, mask uint32) syscall.Errno {
-	if isRoot(ctx) {
-		return 0
-	}
-	n.t.mu.Lock()
-	perm := n.perm
-	n.t.mu.Unlock()
-	if want := mask & 0o7; (perm>>6)&want != want {
-		return syscall.EACCES
-	}
-	return 0
-}
-
 // Statfs implements gofs.NodeStatfser with the figures of the layer's file
 // system, where the action's writes go.
 func (n *node) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
@@ -116,7 +97,8 @@ func (n *node) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
 
 // Open implements gofs.NodeOpener. Reading an input opens its file in the
 // local cache (fetching it on first use); writing, or truncating, first
-// copies the input into the tree's layer.
+// copies the input into the tree's layer. Permissions are the kernel's to
+// check (see Tree.Serve).
 func (n *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
 	t := n.t
 	if n.kind != kindFile {
@@ -125,12 +107,6 @@ func (n *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 	acc := flags & syscall.O_ACCMODE
 	trunc := flags&syscall.O_TRUNC != 0
 	write := acc != syscall.O_RDONLY || trunc
-	t.mu.Lock()
-	perm := n.perm
-	t.mu.Unlock()
-	if !isRoot(ctx) && ((write && perm&0o200 == 0) || (acc != syscall.O_WRONLY && perm&0o400 == 0)) {
-		return nil, 0, syscall.EACCES
-	}
 	if write {
 		return n.openWrite(ctx, acc, trunc)
 	}

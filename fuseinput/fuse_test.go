@@ -199,7 +199,7 @@ func (e *env) mount(t testing.TB, root digest.Digest, prefetch ...string) (*Tree
 	if err != nil {
 		t.Fatalf("open /dev/fuse: %v", err)
 	}
-	opts := fmt.Sprintf("fd=%d,rootmode=40000,user_id=0,group_id=0,allow_other", dev.Fd())
+	opts := fmt.Sprintf("fd=%d,rootmode=40000,user_id=0,group_id=0,allow_other,default_permissions", dev.Fd())
 	if err := unix.Mount("mound", mnt, "fuse.mound", unix.MS_NOSUID|unix.MS_NODEV, opts); err != nil {
 		dev.Close()
 		t.Fatalf("mount FUSE at %s: %v", mnt, err)

@@ -97,7 +97,6 @@ var (
 	_ gofs.NodeRmdirer    = (*node)(nil)
 	_ gofs.NodeRenamer    = (*node)(nil)
 	_ gofs.NodeLinker     = (*node)(nil)
-	_ gofs.NodeAccesser   = (*node)(nil)
 	_ gofs.NodeStatfser   = (*node)(nil)
 )
 

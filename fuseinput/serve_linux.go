@@ -12,7 +12,9 @@ import (
 )
 
 // Serve starts serving the tree on dev, a /dev/fuse descriptor whose mount
-// waits for its INIT answer: it is sandbox.Spec.FUSE. It answers INIT,
+// waits for its INIT answer: it is sandbox.Spec.FUSE. The mount must have
+// default_permissions (the sandbox's has): the kernel checks the modes and
+// owners the tree reports, and the tree checks none itself. It answers INIT,
 // starts the server on its own goroutine and returns; the server ends when
 // the mount goes (Close waits for that). dev stays the caller's: the server
 // works on a duplicate. Serve may be called once.

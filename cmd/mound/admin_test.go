@@ -68,9 +68,14 @@ func TestAdminCommands(t *testing.T) {
 	}
 
 	// The scheduler lists a worker just after its Welcome.
-	for deadline := time.Now().Add(10 * time.Second); state() != workerpb.WorkerState_ACTIVE; time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
+	deadline := time.After(10 * time.Second)
+	poll := time.NewTicker(10 * time.Millisecond)
+	defer poll.Stop()
+	for state() != workerpb.WorkerState_ACTIVE {
+		select {
+		case <-deadline:
 			t.Fatal("the scheduler does not list the worker 10s after its Welcome")
+		case <-poll.C:
 		}
 	}
 	out, errOut, code := runAdmin(t, srv.addr, "workers")
